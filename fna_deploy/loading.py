@@ -1,0 +1,239 @@
+"""MODEL specs -> nn.Module: ``timm:NAME``, ``hf:DIR``, ``.pt2`` archives, pickled ``.pt`` modules.
+
+Weights are the user's: nothing here downloads. ``timm:NAME`` builds the architecture with
+random weights unless ``checkpoint`` names a ``.safetensors`` or state-dict ``.pt/.pth`` file
+(read with ``weights_only=True``); ``hf:DIR`` reads a local ``save_pretrained`` directory.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from torch import nn
+
+SPEC_FORMS = "timm:NAME, hf:DIR, a .pt2 torch.export archive, or a .pt file holding a whole module"
+
+# model_type -> the vision class to build when config.json names no usable architecture
+_HF_DEFAULT_CLASS = {
+    "vit": "ViTModel",
+    "dinov2": "Dinov2Model",
+    "dinov2_with_registers": "Dinov2WithRegistersModel",
+    "clip": "CLIPVisionModel",
+    "clip_vision_model": "CLIPVisionModel",
+    "siglip": "SiglipVisionModel",
+    "siglip_vision_model": "SiglipVisionModel",
+}
+_HF_ARCHITECTURES = {
+    "ViTModel",
+    "ViTForImageClassification",
+    "Dinov2Model",
+    "Dinov2ForImageClassification",
+    "Dinov2WithRegistersModel",
+    "Dinov2WithRegistersForImageClassification",
+    "CLIPVisionModel",
+    "CLIPVisionModelWithProjection",
+    "SiglipVisionModel",
+    "SiglipForImageClassification",
+}
+
+
+class ModelLoadError(ValueError):
+    """A model spec or checkpoint that cannot be loaded; the message says what to do."""
+
+
+def _require_file(path: Path, what: str) -> None:
+    if not path.exists():
+        raise ModelLoadError(f"{what} {str(path)!r} does not exist; check the path")
+    if not path.is_file():
+        raise ModelLoadError(f"{what} {str(path)!r} is not a file")
+
+
+def load_state_dict_file(path: "str | os.PathLike[str]") -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a ``.pt/.pth/.bin`` file, never unpickling code.
+
+    Unwraps the usual containers ({"state_dict": ...}, {"model": ...}) and a DDP ``module.`` prefix.
+    """
+    path = Path(path)
+    _require_file(path, "checkpoint")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            data: Any = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise ModelLoadError(f"checkpoint {str(path)!r} is not a readable safetensors file ({exc})") from None
+    else:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"checkpoint {str(path)!r} is not a plain state dict that loads with weights_only=True "
+                f"({type(exc).__name__}); save model.state_dict() or convert it to .safetensors"
+            ) from None
+    for key in ("state_dict", "model", "module", "model_state_dict"):
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+            break
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ModelLoadError(f"checkpoint {str(path)!r} does not hold a state dict (a mapping of names to tensors)")
+    if data and all(k.startswith("module.") for k in data):
+        data = {k[len("module.") :]: v for k, v in data.items()}
+    return data
+
+
+def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        result = model.load_state_dict(state_dict, strict=False)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = next((line.strip() for line in first if "size mismatch" in line), first[0] if first else "")
+        raise ModelLoadError(f"checkpoint {str(path)!r} does not fit {type(model).__name__}: {detail}") from None
+    if result.missing_keys or result.unexpected_keys:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"{len(result.missing_keys)} missing (e.g. {result.missing_keys[0]!r})")
+        if result.unexpected_keys:
+            parts.append(f"{len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[0]!r})")
+        raise ModelLoadError(
+            f"checkpoint {str(path)!r} does not match {type(model).__name__}: {', '.join(parts)} keys; "
+            "check that --arch names the architecture the weights were trained with"
+        )
+
+
+def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -> nn.Module:
+    import timm
+
+    if not name:
+        raise ModelLoadError("timm: spec has no model name; use e.g. timm:vit_base_patch16_224")
+    if not timm.is_model(name):
+        raise ModelLoadError(
+            f"timm has no model named {name!r}; list candidates with python -c "
+            f"\"import timm; print(timm.list_models('*vit*'))\""
+        )
+    kwargs: dict[str, Any] = {}
+    if img_size is not None:
+        kwargs["img_size"] = img_size
+    try:
+        model = timm.create_model(name, pretrained=False, **kwargs)
+    except TypeError as exc:
+        raise ModelLoadError(f"timm model {name!r} cannot be built with {kwargs}: {exc}") from None
+    if checkpoint is not None:
+        state_dict = load_state_dict_file(checkpoint)
+        # timm's own filter remaps original-repo key names and resizes position embeddings
+        module = __import__(type(model).__module__, fromlist=["checkpoint_filter_fn"])
+        filter_fn = getattr(module, "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            try:
+                state_dict = filter_fn(state_dict, model)
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"checkpoint {str(checkpoint)!r} could not be adapted to {name} ({type(exc).__name__}: {exc})"
+                ) from None
+        _load_into(model, state_dict, checkpoint)
+    return model
+
+
+def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]) -> nn.Module:
+    path = Path(directory)
+    if not directory:
+        raise ModelLoadError("hf: spec has no directory; use hf:PATH/TO/MODEL_DIR (a save_pretrained folder)")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(
+            f"{directory!r} is not a Hugging Face model directory (no config.json); pass a folder written "
+            "by save_pretrained (models are not downloaded here)"
+        )
+    try:
+        import transformers
+    except ImportError:
+        raise ModelLoadError("hf: models need transformers; install it with: pip install 'fna-deploy[hf]'") from None
+    from .patching.hf import HFVisionModel
+
+    config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in _HF_DEFAULT_CLASS:
+        raise ModelLoadError(
+            f"{directory!r} holds a {model_type!r} model; fna-deploy supports "
+            f"{', '.join(sorted(set(_HF_DEFAULT_CLASS)))}"
+        )
+    archs = [a for a in (getattr(config, "architectures", None) or []) if a in _HF_ARCHITECTURES]
+    cls = getattr(transformers, archs[0] if archs else _HF_DEFAULT_CLASS[model_type])
+    model = cls.from_pretrained(str(path), local_files_only=True)
+    if checkpoint is not None:
+        _load_into(model, load_state_dict_file(checkpoint), checkpoint)
+    return HFVisionModel(model, img_size)
+
+
+def _load_pickled(path: Path, allow_pickle: bool) -> nn.Module:
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        data = None  # not loadable as plain data: a pickled object graph
+        if not allow_pickle:
+            raise ModelLoadError(
+                f"{str(path)!r} holds a pickled Python object, and unpickling runs whatever code the file "
+                "carries; if you trust its source pass --allow-pickle (allow_pickle=True), otherwise save "
+                "a state dict and load it with --arch timm:NAME --checkpoint FILE"
+            ) from None
+    if data is not None:
+        raise ModelLoadError(
+            f"{str(path)!r} holds weights only, not a model; name the architecture: "
+            f"--arch timm:NAME (API: load_model('timm:NAME', checkpoint={str(path)!r}))"
+        )
+    obj = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"{str(path)!r} unpickled to a {type(obj).__name__}, not a torch.nn.Module")
+    return obj
+
+
+def load_model(
+    spec: Union[str, "os.PathLike[str]", nn.Module],
+    *,
+    checkpoint: "str | os.PathLike[str] | None" = None,
+    img_size: Optional[int] = None,
+    allow_pickle: bool = False,
+) -> nn.Module:
+    """Build or load a model from a spec, in eval mode on the CPU.
+
+    - ``timm:NAME``: the timm architecture (random weights unless ``checkpoint``), at ``img_size``;
+    - ``hf:DIR``: a local transformers directory, wrapped as an image -> tensor module;
+    - ``FILE.pt2``: a torch.export archive (its graph module);
+    - ``FILE.pt``: a whole pickled module, only with ``allow_pickle=True``.
+    """
+    if isinstance(spec, nn.Module):
+        return spec.eval()
+    if img_size is not None and (isinstance(img_size, bool) or not isinstance(img_size, int) or img_size <= 0):
+        raise ModelLoadError(f"img_size must be a positive int, got {img_size!r}")
+    text = os.fspath(spec)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    if ckpt is not None:
+        _require_file(ckpt, "checkpoint")
+    if text.startswith("timm:"):
+        model = _load_timm(text[len("timm:") :], ckpt, img_size)
+    elif text.startswith("hf:"):
+        model = _load_hf(text[len("hf:") :], ckpt, img_size)
+    else:
+        path = Path(text)
+        suffix = path.suffix.lower()
+        if suffix not in (".pt2", ".pt", ".pth", ".bin", ".safetensors"):
+            raise ModelLoadError(f"cannot tell what model {text!r} is; give {SPEC_FORMS}")
+        _require_file(path, "model file")
+        if ckpt is not None:
+            raise ModelLoadError("--checkpoint applies to timm:NAME and hf:DIR specs; a model file carries its own weights")
+        if suffix == ".safetensors":
+            raise ModelLoadError(
+                f"{text!r} holds weights only, not a model; name the architecture: --arch timm:NAME "
+                f"(API: load_model('timm:NAME', checkpoint={text!r}))"
+            )
+        if suffix == ".pt2":
+            try:
+                model = torch.export.load(str(path)).module()
+            except Exception as exc:
+                raise ModelLoadError(f"{text!r} is not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
+        else:
+            model = _load_pickled(path, allow_pickle)
+        if img_size is not None:
+            raise ModelLoadError(f"{text!r} is a finished model; its resolution cannot be changed with img_size")
+    return model.eval()
