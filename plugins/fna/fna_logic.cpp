@@ -1,0 +1,250 @@
+#include "fna_logic.h"
+
+#include <cmath>
+#include <cstring>
+#include <sstream>
+
+namespace fna {
+namespace {
+
+std::string dims_str(const std::vector<int64_t>& d) {
+    std::ostringstream s;
+    s << "[";
+    for (size_t i = 0; i < d.size(); ++i) s << (i ? ", " : "") << d[i];
+    s << "]";
+    return s.str();
+}
+
+bool known(int64_t v) { return v >= 0; }
+
+// Read an integer attribute (INT, or a FLOAT holding an integral value).
+std::string get_int(const AttrValue& v, const char* name, int32_t* out) {
+    if (v.kind == AttrValue::kInt) {
+        if (v.i < INT32_MIN || v.i > INT32_MAX) return std::string(name) + " is out of the int32 range";
+        *out = static_cast<int32_t>(v.i);
+        return "";
+    }
+    if (v.kind == AttrValue::kFloat && std::isfinite(v.f) && std::floor(v.f) == v.f && std::fabs(v.f) < 2147483647.0) {
+        *out = static_cast<int32_t>(v.f);
+        return "";
+    }
+    return std::string(name) + " must be an integer";
+}
+
+std::string get_float(const AttrValue& v, const char* name, float* out) {
+    if (v.kind == AttrValue::kFloat) { *out = static_cast<float>(v.f); return ""; }
+    if (v.kind == AttrValue::kInt) { *out = static_cast<float>(v.i); return ""; }
+    return std::string(name) + " must be a number";
+}
+
+std::string check_plugin_identity(const AttrMap& attrs) {
+    auto ns = attrs.find("plugin_namespace");
+    if (ns != attrs.end() && !(ns->second.kind == AttrValue::kString && (ns->second.s == "fna" || ns->second.s.empty())))
+        return "plugin_namespace must be \"fna\"";
+    auto ver = attrs.find("plugin_version");
+    if (ver != attrs.end() && !(ver->second.kind == AttrValue::kString && (ver->second.s == "1" || ver->second.s.empty())))
+        return "plugin_version must be \"1\"";
+    return "";
+}
+
+}  // namespace
+
+const char* method_name(Method m) { return m == Method::kGrid ? "grid" : "fps"; }
+
+std::string validate(const LandmarkAttrs& a) {
+    std::ostringstream e;
+    if (a.num_landmarks < 1) e << "num_landmarks must be >= 1, got " << a.num_landmarks;
+    else if (a.num_prefix < 0) e << "num_prefix must be >= 0, got " << a.num_prefix;
+    else if (a.num_prefix > a.num_landmarks)
+        e << "num_prefix=" << a.num_prefix << " prefix tokens do not fit in num_landmarks=" << a.num_landmarks;
+    else if (!std::isfinite(a.massive_ratio) || a.massive_ratio < 0)
+        e << "massive_ratio must be a finite number >= 0, got " << a.massive_ratio;
+    else if (!std::isfinite(a.artifact_ratio) || a.artifact_ratio < 0)
+        e << "artifact_ratio must be a finite number >= 0, got " << a.artifact_ratio;
+    else if (a.method != Method::kFps && a.method != Method::kGrid)
+        e << "method must be fps or grid";
+    return e.str();
+}
+
+std::string validate(const NystromAttrs& a) {
+    std::ostringstream e;
+    if (!std::isfinite(a.scale) || a.scale < 0) e << "scale must be a finite number >= 0 (0 = head_dim^-0.5), got " << a.scale;
+    else if (a.pinv_iters < 0 || a.pinv_iters > 100) e << "pinv_iters must be in 0..100, got " << a.pinv_iters;
+    return e.str();
+}
+
+std::string parse_landmark_attrs(const AttrMap& attrs, LandmarkAttrs* out) {
+    LandmarkAttrs a;
+    std::string err = check_plugin_identity(attrs);
+    for (const auto& kv : attrs) {
+        if (!err.empty()) break;
+        const std::string& name = kv.first;
+        const AttrValue& v = kv.second;
+        if (name == "num_landmarks") err = get_int(v, "num_landmarks", &a.num_landmarks);
+        else if (name == "num_prefix") err = get_int(v, "num_prefix", &a.num_prefix);
+        else if (name == "massive_ratio") err = get_float(v, "massive_ratio", &a.massive_ratio);
+        else if (name == "artifact_ratio") err = get_float(v, "artifact_ratio", &a.artifact_ratio);
+        else if (name == "method") {
+            if (v.kind == AttrValue::kString && v.s == "fps") a.method = Method::kFps;
+            else if (v.kind == AttrValue::kString && v.s == "grid") a.method = Method::kGrid;
+            else if (v.kind == AttrValue::kInt && (v.i == 0 || v.i == 1)) a.method = static_cast<Method>(v.i);
+            else err = "method must be \"fps\" or \"grid\", got \"" + (v.kind == AttrValue::kString ? v.s : std::string("?")) + "\"";
+        }
+    }
+    if (err.empty()) err = validate(a);
+    if (!err.empty()) return "FnaLandmarks: " + err;
+    *out = a;
+    return "";
+}
+
+std::string parse_nystrom_attrs(const AttrMap& attrs, NystromAttrs* out) {
+    NystromAttrs a;
+    std::string err = check_plugin_identity(attrs);
+    for (const auto& kv : attrs) {
+        if (!err.empty()) break;
+        if (kv.first == "scale") err = get_float(kv.second, "scale", &a.scale);
+        else if (kv.first == "pinv_iters") err = get_int(kv.second, "pinv_iters", &a.pinv_iters);
+    }
+    if (err.empty()) err = validate(a);
+    if (!err.empty()) return "NystromAttention: " + err;
+    *out = a;
+    return "";
+}
+
+std::string check_landmark_shapes(const LandmarkAttrs& a, const std::vector<int64_t>& f,
+                                  const std::vector<int64_t>* scores) {
+    if (f.size() != 3) return "FnaLandmarks: features must have shape [B, N, D], got " + dims_str(f);
+    if (known(f[1]) && a.num_landmarks > f[1])
+        return "FnaLandmarks: num_landmarks=" + std::to_string(a.num_landmarks) + " is more than the " +
+               std::to_string(f[1]) + " tokens";
+    if (known(f[2]) && f[2] < 1) return "FnaLandmarks: features have no channels (D = 0)";
+    if (scores) {
+        const auto& s = *scores;
+        if (s.size() != 2) return "FnaLandmarks: scores must have shape [B, N], got " + dims_str(s);
+        for (int i = 0; i < 2; ++i)
+            if (known(s[i]) && known(f[i]) && s[i] != f[i])
+                return "FnaLandmarks: scores " + dims_str(s) + " do not match features " + dims_str(f);
+    } else if (a.massive_ratio > 0 || a.artifact_ratio > 0) {
+        return "FnaLandmarks: massive_ratio/artifact_ratio need the scores input [B, N]";
+    }
+    return "";
+}
+
+std::string check_nystrom_shapes(const std::vector<int64_t>& q, const std::vector<int64_t>& k,
+                                 const std::vector<int64_t>& v, const std::vector<int64_t>& idx) {
+    if (q.size() != 4 || k.size() != 4 || v.size() != 4)
+        return "NystromAttention: q, k, v must have shape [B, H, N, d], got " + dims_str(q) + ", " + dims_str(k) + ", " + dims_str(v);
+    for (int i = 0; i < 4; ++i)
+        if (known(q[i]) && known(k[i]) && q[i] != k[i])
+            return "NystromAttention: k " + dims_str(k) + " must match q " + dims_str(q);
+    for (int i = 0; i < 3; ++i)
+        if (known(q[i]) && known(v[i]) && q[i] != v[i])
+            return "NystromAttention: v " + dims_str(v) + " must match q " + dims_str(q) + " in [B, H, N]";
+    if (idx.size() != 2) return "NystromAttention: idx must have shape [B, m], got " + dims_str(idx);
+    if (known(idx[0]) && known(q[0]) && idx[0] != q[0])
+        return "NystromAttention: idx " + dims_str(idx) + " must have B = " + std::to_string(q[0]);
+    if (known(idx[1]) && idx[1] < 1) return "NystromAttention: idx holds no landmarks (m = 0)";
+    if (known(idx[1]) && known(q[2]) && idx[1] > q[2])
+        return "NystromAttention: " + std::to_string(idx[1]) + " landmarks is more than the " + std::to_string(q[2]) + " tokens";
+    if (known(idx[1]) && idx[1] > kMaxLandmarks)
+        return "NystromAttention: at most " + std::to_string(kMaxLandmarks) + " landmarks, got " + std::to_string(idx[1]);
+    if ((known(q[3]) && q[3] > kMaxHeadDim) || (known(v[3]) && v[3] > kMaxHeadDim))
+        return "NystromAttention: head dims up to " + std::to_string(kMaxHeadDim) + " are supported, got " + dims_str(q);
+    return "";
+}
+
+int nystrom_num_splits(int64_t N) {
+    int64_t s = (N + 1023) / 1024;
+    return static_cast<int>(s < 1 ? 1 : (s > 16 ? 16 : s));
+}
+
+NystromLayout nystrom_layout(int64_t B, int64_t H, int64_t N, int64_t dv, int64_t m) {
+    auto up = [](size_t x) { return (x + 63) / 64 * 64; };  // 256-byte aligned sections
+    const size_t bh = static_cast<size_t>(B * H);
+    const size_t mm = up(bh * m * m), md = up(bh * m * dv);
+    const size_t part = up(bh * nystrom_num_splits(N) * m * (dv + 2));
+    NystromLayout l{};
+    l.a = 0; l.z = mm; l.az = 2 * mm; l.y1 = 3 * mm; l.y2 = 4 * mm;
+    l.bv = 5 * mm; l.w = 5 * mm + md; l.part = 5 * mm + 2 * md;
+    l.total_floats = l.part + part;
+    return l;
+}
+
+size_t nystrom_workspace_size(int64_t B, int64_t H, int64_t N, int64_t /*d*/, int64_t dv, int64_t m) {
+    return nystrom_layout(B, H, N, dv, m).total_floats * sizeof(float) + 256;
+}
+
+size_t landmarks_workspace_size(int64_t B, int64_t N) {
+    // min_dist (float) and rank (int32) per token, plus one float per image (median).
+    return static_cast<size_t>(B * N) * 8 + static_cast<size_t>(B) * 4 + 3 * 256;
+}
+
+// ---- serialisation: [u32 count] then per field [u8 kind][u16 name_len][name][payload] ----
+namespace {
+void put(std::vector<uint8_t>& b, const void* p, size_t n) {
+    const uint8_t* c = static_cast<const uint8_t*>(p);
+    b.insert(b.end(), c, c + n);
+}
+std::vector<uint8_t> serialize_map(const AttrMap& m) {
+    std::vector<uint8_t> b;
+    uint32_t n = static_cast<uint32_t>(m.size());
+    put(b, &n, 4);
+    for (const auto& kv : m) {
+        uint8_t kind = static_cast<uint8_t>(kv.second.kind);
+        uint16_t len = static_cast<uint16_t>(kv.first.size());
+        put(b, &kind, 1); put(b, &len, 2); put(b, kv.first.data(), len);
+        if (kv.second.kind == AttrValue::kInt) { int64_t v = kv.second.i; put(b, &v, 8); }
+        else if (kv.second.kind == AttrValue::kFloat) { double v = kv.second.f; put(b, &v, 8); }
+        else { uint32_t sl = static_cast<uint32_t>(kv.second.s.size()); put(b, &sl, 4); put(b, kv.second.s.data(), sl); }
+    }
+    return b;
+}
+bool deserialize_map(const std::vector<uint8_t>& b, AttrMap* out) {
+    size_t pos = 0;
+    auto get = [&](void* p, size_t n) {
+        if (pos + n > b.size()) return false;
+        std::memcpy(p, b.data() + pos, n); pos += n; return true;
+    };
+    uint32_t n = 0;
+    if (!get(&n, 4) || n > 64) return false;
+    for (uint32_t i = 0; i < n; ++i) {
+        uint8_t kind; uint16_t len;
+        if (!get(&kind, 1) || !get(&len, 2) || kind > 2 || pos + len > b.size()) return false;
+        std::string name(reinterpret_cast<const char*>(b.data() + pos), len); pos += len;
+        AttrValue v;
+        if (kind == 0) { int64_t x; if (!get(&x, 8)) return false; v = AttrValue::Int(x); }
+        else if (kind == 1) { double x; if (!get(&x, 8)) return false; v = AttrValue::Float(x); }
+        else {
+            uint32_t sl; if (!get(&sl, 4) || pos + sl > b.size()) return false;
+            v = AttrValue::Str(std::string(reinterpret_cast<const char*>(b.data() + pos), sl)); pos += sl;
+        }
+        (*out)[name] = v;
+    }
+    return pos == b.size();
+}
+}  // namespace
+
+AttrMap to_attr_map(const LandmarkAttrs& a) {
+    return {{"num_landmarks", AttrValue::Int(a.num_landmarks)},
+            {"num_prefix", AttrValue::Int(a.num_prefix)},
+            {"massive_ratio", AttrValue::Float(a.massive_ratio)},
+            {"artifact_ratio", AttrValue::Float(a.artifact_ratio)},
+            {"method", AttrValue::Str(method_name(a.method))}};
+}
+AttrMap to_attr_map(const NystromAttrs& a) {
+    return {{"scale", AttrValue::Float(a.scale)}, {"pinv_iters", AttrValue::Int(a.pinv_iters)}};
+}
+std::vector<uint8_t> serialize(const LandmarkAttrs& a) { return serialize_map(to_attr_map(a)); }
+std::vector<uint8_t> serialize(const NystromAttrs& a) { return serialize_map(to_attr_map(a)); }
+std::string deserialize(const std::vector<uint8_t>& blob, LandmarkAttrs* out) {
+    AttrMap m;
+    if (!deserialize_map(blob, &m)) return "FnaLandmarks: corrupt serialised fields";
+    return parse_landmark_attrs(m, out);
+}
+std::string deserialize(const std::vector<uint8_t>& blob, NystromAttrs* out) {
+    AttrMap m;
+    if (!deserialize_map(blob, &m)) return "NystromAttention: corrupt serialised fields";
+    return parse_nystrom_attrs(m, out);
+}
+
+}  // namespace fna

@@ -1,0 +1,88 @@
+// Plain C++ logic shared by every front door (TensorRT glue, C API, tests): attributes with
+// their defaults and validation, shape rules, workspace sizing, serialisation of fields.
+// No TensorRT and no CUDA in here, so all of it is unit tested on any machine.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace fna {
+
+enum class Method : int32_t { kFps = 0, kGrid = 1 };
+
+// Attributes of FnaLandmarks; field names equal the ONNX attribute names.
+struct LandmarkAttrs {
+    int32_t num_landmarks = 64;
+    int32_t num_prefix = 0;
+    float massive_ratio = 0.0f;
+    float artifact_ratio = 0.0f;
+    Method method = Method::kFps;
+};
+
+// Attributes of NystromAttention. scale <= 0 means head_dim^-0.5 (as the ONNX attribute).
+struct NystromAttrs {
+    float scale = 0.0f;
+    int32_t pinv_iters = 6;
+};
+
+// A loosely typed attribute value, as the ONNX parser hands them over (INT as int32, FLOAT as
+// float32, STRING as chars). Used by parse_*; the TensorRT glue converts PluginFields into these.
+struct AttrValue {
+    enum Kind { kInt, kFloat, kString } kind = kInt;
+    int64_t i = 0;
+    double f = 0.0;
+    std::string s;
+    static AttrValue Int(int64_t v) { AttrValue a; a.kind = kInt; a.i = v; return a; }
+    static AttrValue Float(double v) { AttrValue a; a.kind = kFloat; a.f = v; return a; }
+    static AttrValue Str(std::string v) { AttrValue a; a.kind = kString; a.s = std::move(v); return a; }
+};
+using AttrMap = std::map<std::string, AttrValue>;
+
+// Parse + validate. Return "" on success, else one sentence naming the bad value.
+// Unknown names are ignored except that plugin_namespace/plugin_version must be "fna"/"1" when given.
+std::string parse_landmark_attrs(const AttrMap& attrs, LandmarkAttrs* out);
+std::string parse_nystrom_attrs(const AttrMap& attrs, NystromAttrs* out);
+std::string validate(const LandmarkAttrs& a);
+std::string validate(const NystromAttrs& a);
+const char* method_name(Method m);
+
+// Shape rules (static dims; -1 = unknown). Return "" if the inputs are acceptable.
+// features [B,N,D], scores [B,N] or absent; out idx [B, num_landmarks].
+std::string check_landmark_shapes(const LandmarkAttrs& a, const std::vector<int64_t>& features,
+                                  const std::vector<int64_t>* scores);
+// q,k [B,H,N,d], v [B,H,N,dv], idx [B,m]; out [B,H,N,dv].
+std::string check_nystrom_shapes(const std::vector<int64_t>& q, const std::vector<int64_t>& k,
+                                 const std::vector<int64_t>& v, const std::vector<int64_t>& idx);
+
+// Maximum head dim and landmark count the CUDA kernels take.
+constexpr int kMaxHeadDim = 256;
+constexpr int kMaxLandmarks = 4096;
+
+// Workspace (bytes) the CUDA kernels need; both include alignment slack.
+size_t landmarks_workspace_size(int64_t B, int64_t N);
+size_t nystrom_workspace_size(int64_t B, int64_t H, int64_t N, int64_t d, int64_t dv, int64_t m);
+// Number of key splits the landmark-attention kernel uses for N keys (>= 1).
+int nystrom_num_splits(int64_t N);
+
+// Workspace layout (offsets in floats from the 256-byte aligned base), shared by the sizing
+// function above and the CUDA launcher so the two cannot drift apart.
+struct NystromLayout {
+    size_t a, z, az, y1, y2, bv, w, part;  // offsets (floats)
+    size_t total_floats;
+};
+NystromLayout nystrom_layout(int64_t B, int64_t H, int64_t N, int64_t dv, int64_t m);
+
+// Serialisation of fields into a flat byte blob (name, kind, value), and back. The TensorRT
+// glue uses PluginFieldCollection instead; this blob is for the C API / tests and documents
+// exactly which fields make up the state of each plugin.
+std::vector<uint8_t> serialize(const LandmarkAttrs& a);
+std::vector<uint8_t> serialize(const NystromAttrs& a);
+std::string deserialize(const std::vector<uint8_t>& blob, LandmarkAttrs* out);
+std::string deserialize(const std::vector<uint8_t>& blob, NystromAttrs* out);
+AttrMap to_attr_map(const LandmarkAttrs& a);
+AttrMap to_attr_map(const NystromAttrs& a);
+
+}  // namespace fna
