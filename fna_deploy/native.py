@@ -1,0 +1,423 @@
+"""The native fna library (plugins/fna, built with CMake): C++ CPU reference and CUDA kernels.
+
+``load()`` opens ``libfna.so`` through ctypes (no compiler or pybind needed at import time) and
+returns a :class:`NativeLibrary` with the C++ reference of both ops on CPU tensors. When the
+library was built with CUDA and torch sees a GPU, ``load()`` also registers the CUDA kernels as
+the CUDA implementation of the ``fna::landmarks`` / ``fna::nystrom_attention`` custom ops, so a
+patched model runs the fast kernels in eager mode.
+
+Where the build lives (first match wins):
+
+* ``$FNA_DEPLOY_PLUGIN_DIR`` if set;
+* ``<repo>/build/plugins`` when fna_deploy runs from a source checkout (CMakeLists.txt next to
+  the package), which is the usual editable install;
+* ``~/.cache/fna-deploy/plugins`` otherwise (``$XDG_CACHE_HOME`` respected).
+
+``fna-deploy plugin build`` writes there; ``build()`` below is what it calls.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+ABI_VERSION = 1
+LIBRARY_NAME = "libfna.so"
+TRT_PLUGIN_NAME = "libfna_trt_plugin.so"
+BUILD_INFO = "fna_build_info.json"
+DEFAULT_CUDA_ARCHS = "80;86;89;90"
+METHODS = {"fps": 0, "grid": 1}
+
+
+class NativeLibraryError(RuntimeError):
+    """The native library is missing, stale or failed to build (one sentence)."""
+
+
+def source_dir() -> Optional[Path]:
+    """The repository root holding CMakeLists.txt and plugins/, or None in an installed wheel."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "CMakeLists.txt").is_file() and (root / "plugins" / "fna").is_dir() else None
+
+
+def default_build_dir() -> Path:
+    env = os.environ.get("FNA_DEPLOY_PLUGIN_DIR")
+    if env:
+        return Path(env).expanduser()
+    root = source_dir()
+    if root is not None:
+        return root / "build" / "plugins"
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "fna-deploy" / "plugins"
+
+
+def read_build_info(build_dir: "Path | str | None" = None) -> Optional[dict[str, Any]]:
+    path = Path(build_dir or default_build_dir()) / BUILD_INFO
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def find_library(build_dir: "Path | str | None" = None) -> Optional[Path]:
+    """Path of the built ``libfna.so`` (C API: CPU reference + CUDA kernels), or None."""
+    build = Path(build_dir or default_build_dir())
+    info = read_build_info(build)
+    candidates = [Path(info["library"])] if info and info.get("library") else []
+    candidates.append(build / "lib" / LIBRARY_NAME)
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def find_trt_plugin(build_dir: "Path | str | None" = None) -> Optional[Path]:
+    """Path of the built TensorRT plugin library (``libfna_trt_plugin.so``), or None."""
+    build = Path(build_dir or default_build_dir())
+    info = read_build_info(build)
+    candidates = [Path(info["trt_plugin"])] if info and info.get("trt_plugin") else []
+    candidates.append(build / "lib" / TRT_PLUGIN_NAME)
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+# ----------------------------------------------------------------------------------- build
+@dataclass
+class BuildResult:
+    build_dir: Path
+    library: Path
+    cuda: bool
+    cuda_reason: str
+    cuda_architectures: str
+    trt_plugin: Optional[Path]
+    trt_reason: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def build(
+    build_dir: "Path | str | None" = None,
+    *,
+    cuda_arch: Optional[str] = None,
+    cpu_only: bool = False,
+    tensorrt_root: "Path | str | None" = None,
+    targets: Optional[list[str]] = None,
+    jobs: Optional[int] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> BuildResult:
+    """Configure and build plugins/ with CMake; return what was built.
+
+    ``cuda_arch``: CMAKE_CUDA_ARCHITECTURES, e.g. "90" or "80;86" (commas accepted); default
+    "80;86;89;90". ``cpu_only``: skip nvcc (CPU reference only). ``targets``: CMake targets to
+    build (default: all). Raises NativeLibraryError / ValueError with one sentence on failure.
+    """
+    src = source_dir()
+    if src is None:
+        raise NativeLibraryError(
+            "the plugin sources (CMakeLists.txt, plugins/) are not part of this installation; "
+            "build from a source checkout of fna-deploy"
+        )
+    cmake = shutil.which("cmake")
+    if cmake is None:
+        raise NativeLibraryError("cmake was not found on PATH; install it (e.g. pip install cmake) and retry")
+    if cuda_arch is not None:
+        cuda_arch = ";".join(a.strip() for a in cuda_arch.replace(",", ";").split(";") if a.strip())
+        if not cuda_arch or not all(a.replace("-real", "").replace("-virtual", "").rstrip("af").isdigit() for a in cuda_arch.split(";")):
+            raise ValueError(f"--cuda-arch must be a list of CUDA architectures such as 90 or 80,86,90, got {cuda_arch!r}")
+    out = Path(build_dir or default_build_dir()).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"build directory {out} exists and is not a directory")
+    say = log or (lambda _msg: None)
+
+    args = [cmake, "-S", str(src), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release"]
+    args.append(f"-DFNA_CPU_ONLY={'ON' if cpu_only else 'OFF'}")
+    if cuda_arch:
+        args.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch}")
+    if tensorrt_root:
+        args.append(f"-DTensorRT_ROOT={Path(tensorrt_root).expanduser().resolve()}")
+    say(f"configuring {out}")
+    _run(args, "CMake configure", say)
+    build_args = [cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 2)]
+    for target in targets or []:
+        build_args += ["--target", target]
+    say("building (the CUDA kernels take a minute or two per architecture)")
+    _run(build_args, "the build", say)
+
+    info = read_build_info(out)
+    library = find_library(out)
+    if info is None or library is None:
+        raise NativeLibraryError(f"the build finished but {LIBRARY_NAME} is not in {out}; see the CMake output above")
+    trt = find_trt_plugin(out) if info.get("trt_plugin") else None
+    return BuildResult(
+        build_dir=out,
+        library=library,
+        cuda=bool(info.get("cuda")),
+        cuda_reason=info.get("cuda_reason", ""),
+        cuda_architectures=info.get("cuda_architectures", ""),
+        trt_plugin=trt,
+        trt_reason=info.get("trt_reason", "") if trt is None else "",
+        info=info,
+    )
+
+
+def _run(args: list[str], what: str, say: Callable[[str], None]) -> None:
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        tail = (tail + [line])[-40:]
+        if line.startswith("[") or "fna:" in line or "error" in line.lower():
+            say(line)
+    if proc.wait() != 0:
+        errors = [l for l in tail if "error" in l.lower()]
+        detail = (errors or tail or ["(no output)"])[-1].strip()
+        raise NativeLibraryError(f"{what} failed (exit {proc.returncode}): {detail}")
+
+
+# ------------------------------------------------------------------------------ the library
+def _bind(lib: ctypes.CDLL) -> None:
+    c = ctypes
+    i64, i32, f32, vp = c.c_int64, c.c_int32, c.c_float, c.c_void_p
+    sig = {
+        "fna_abi_version": (c.c_int, []),
+        "fna_last_error": (c.c_char_p, []),
+        "fna_built_with_cuda": (c.c_int, []),
+        "fna_landmarks_cpu": (c.c_int, [vp, vp, i64, i64, i64, i32, i32, f32, f32, i32, vp]),
+        "fna_nystrom_cpu": (c.c_int, [vp, vp, vp, vp, i64, i64, i64, i64, i64, i64, f32, i32, vp]),
+        "fna_check_landmark_attrs": (c.c_int, [i32, i32, f32, f32, c.c_char_p]),
+        "fna_check_nystrom_attrs": (c.c_int, [f32, i32]),
+        "fna_landmarks_workspace_size": (c.c_size_t, [i64, i64]),
+        "fna_nystrom_workspace_size": (c.c_size_t, [i64, i64, i64, i64, i64, i64]),
+        "fna_landmarks_cuda": (c.c_int, [vp, i32, vp, i32, i64, i64, i64, i32, i32, f32, f32, i32, vp, vp, c.c_size_t, vp]),
+        "fna_nystrom_cuda": (c.c_int, [vp, vp, vp, i32, vp, i64, i64, i64, i64, i64, i64, f32, i32, vp, vp, c.c_size_t, vp]),
+    }
+    for name, (restype, argtypes) in sig.items():
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = argtypes
+
+
+def _int32_attr(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an int, got {value!r}")
+    if not -(2**31) <= value < 2**31:
+        raise ValueError(f"{name} is out of the int32 range: {value}")
+    return value
+
+
+def _float_attr(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+class NativeLibrary:
+    """ctypes front door of libfna.so. CPU methods take and return torch tensors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self._lib = ctypes.CDLL(str(self.path))
+            _bind(self._lib)
+        except (OSError, AttributeError) as exc:
+            raise NativeLibraryError(
+                f"cannot load {self.path} ({str(exc).splitlines()[0]}); rebuild it with `fna-deploy plugin build`"
+            ) from None
+        abi = self._lib.fna_abi_version()
+        if abi != ABI_VERSION:
+            raise NativeLibraryError(
+                f"{self.path} has C API version {abi}, this fna_deploy needs {ABI_VERSION}; "
+                "rebuild it with `fna-deploy plugin build`"
+            )
+        self.built_with_cuda = bool(self._lib.fna_built_with_cuda())
+        self.cuda_registered = False
+
+    def _error(self) -> str:
+        return (self._lib.fna_last_error() or b"unknown error").decode(errors="replace")
+
+    def _check(self, rc: int, error: type = ValueError) -> None:
+        if rc != 0:
+            raise error(self._error())
+
+    # ---- attribute checks (the same code the TensorRT creators run)
+    def check_landmark_attrs(self, num_landmarks: int = 64, num_prefix: int = 0, massive_ratio: float = 0.0,
+                             artifact_ratio: float = 0.0, method: str = "fps") -> None:
+        self._check(self._lib.fna_check_landmark_attrs(
+            _int32_attr("num_landmarks", num_landmarks), _int32_attr("num_prefix", num_prefix),
+            _float_attr("massive_ratio", massive_ratio), _float_attr("artifact_ratio", artifact_ratio),
+            str(method).encode()))
+
+    def check_nystrom_attrs(self, scale: float = 0.0, pinv_iters: int = 6) -> None:
+        self._check(self._lib.fna_check_nystrom_attrs(_float_attr("scale", scale), _int32_attr("pinv_iters", pinv_iters)))
+
+    def landmarks_workspace_size(self, batch: int, num_tokens: int) -> int:
+        return int(self._lib.fna_landmarks_workspace_size(batch, num_tokens))
+
+    def nystrom_workspace_size(self, b: int, h: int, n: int, d: int, dv: int, m: int) -> int:
+        return int(self._lib.fna_nystrom_workspace_size(b, h, n, d, dv, m))
+
+    # ---- the C++ reference on CPU tensors
+    def select_landmarks(self, features, num_landmarks: int, num_prefix: int = 0, scores=None,
+                         massive_ratio: float = 0.0, artifact_ratio: float = 0.0, method: str = "fps"):
+        import torch
+
+        if not isinstance(features, torch.Tensor) or features.dim() != 3:
+            raise ValueError("select_landmarks: features must be a tensor of shape [B, N, D]")
+        if method not in METHODS:
+            raise ValueError(f"select_landmarks: method must be one of fps, grid, got {method!r}")
+        f = features.detach().to("cpu", torch.float32).contiguous()
+        b, n, d = f.shape
+        s = None
+        if scores is not None:
+            if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (b, n):
+                raise ValueError(f"select_landmarks: scores must have shape [B, N] = [{b}, {n}]")
+            s = scores.detach().to("cpu", torch.float32).contiguous()
+        m = _int32_attr("num_landmarks", num_landmarks)
+        out = torch.empty((b, max(m, 0)), dtype=torch.int32)
+        rc = self._lib.fna_landmarks_cpu(
+            f.data_ptr(), s.data_ptr() if s is not None else None, b, n, d, m,
+            _int32_attr("num_prefix", num_prefix), _float_attr("massive_ratio", massive_ratio),
+            _float_attr("artifact_ratio", artifact_ratio), METHODS[method], out.data_ptr())
+        self._check(rc)
+        return out
+
+    def nystrom_attention(self, q, k, v, idx, scale: Optional[float] = None, pinv_iters: int = 6):
+        import torch
+
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            if not isinstance(t, torch.Tensor) or t.dim() != 4:
+                raise ValueError(f"nystrom_attention: {name} must be a tensor of shape [B, H, N, d]")
+        if not isinstance(idx, torch.Tensor) or idx.dim() != 2:
+            raise ValueError("nystrom_attention: idx must be a tensor of shape [B, m]")
+        if scale is not None and (not isinstance(scale, (int, float)) or isinstance(scale, bool)
+                                  or not math.isfinite(scale) or scale <= 0):
+            raise ValueError(f"nystrom_attention: scale must be a positive number or None, got {scale!r}")
+        qc, kc, vc = (t.detach().to("cpu", torch.float32).contiguous() for t in (q, k, v))
+        if kc.shape != qc.shape or vc.shape[:3] != qc.shape[:3]:
+            raise ValueError(
+                f"nystrom_attention: q {tuple(qc.shape)}, k {tuple(kc.shape)}, v {tuple(vc.shape)} do not match"
+            )
+        ic = idx.detach().to("cpu", torch.int32).contiguous()
+        b, h, n, d = qc.shape
+        dv = vc.shape[-1]
+        out = torch.empty((b, h, n, dv), dtype=torch.float32)
+        rc = self._lib.fna_nystrom_cpu(qc.data_ptr(), kc.data_ptr(), vc.data_ptr(), ic.data_ptr(), b, h, n, d, dv,
+                                       ic.shape[1], float(scale or 0.0), _int32_attr("pinv_iters", pinv_iters),
+                                       out.data_ptr())
+        self._check(rc)
+        return out
+
+    # ---- CUDA kernels (device tensors); used as the CUDA implementation of the custom ops
+    def landmarks_cuda(self, features, scores, num_landmarks: int, num_prefix: int, massive_ratio: float,
+                       artifact_ratio: float, method: str):
+        import torch
+
+        dev = features.device
+        f = features if features.dtype in (torch.float32, torch.float16) else features.float()
+        f = f.contiguous()
+        s = None
+        if scores is not None and (massive_ratio > 0 or artifact_ratio > 0):
+            s = scores if scores.dtype in (torch.float32, torch.float16) else scores.float()
+            s = s.contiguous()
+        b, n, d = f.shape
+        out = torch.empty((b, num_landmarks), dtype=torch.int32, device=dev)
+        ws_bytes = self.landmarks_workspace_size(b, n)
+        ws = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
+        with torch.cuda.device(dev):
+            stream = torch.cuda.current_stream(dev).cuda_stream
+            rc = self._lib.fna_landmarks_cuda(
+                f.data_ptr(), 1 if f.dtype == torch.float16 else 0,
+                s.data_ptr() if s is not None else None, 1 if s is not None and s.dtype == torch.float16 else 0,
+                b, n, d, num_landmarks, num_prefix, massive_ratio, artifact_ratio, METHODS[method],
+                out.data_ptr(), ws.data_ptr(), ws_bytes, stream)
+        self._check(rc, RuntimeError)
+        return out
+
+    def nystrom_cuda(self, q, k, v, idx, scale: float, pinv_iters: int):
+        import torch
+
+        dtype = q.dtype
+        work = dtype if dtype in (torch.float32, torch.float16) else torch.float32
+        qc, kc, vc = (t.to(work).contiguous() for t in (q, k, v))
+        ic = idx.to(torch.int32).contiguous()
+        b, h, n, d = qc.shape
+        dv = vc.shape[-1]
+        m = ic.shape[1]
+        out = torch.empty((b, h, n, dv), dtype=work, device=q.device)
+        ws_bytes = self.nystrom_workspace_size(b, h, n, d, dv, m)
+        ws = torch.empty(ws_bytes, dtype=torch.uint8, device=q.device)
+        with torch.cuda.device(q.device):
+            stream = torch.cuda.current_stream(q.device).cuda_stream
+            rc = self._lib.fna_nystrom_cuda(
+                qc.data_ptr(), kc.data_ptr(), vc.data_ptr(), 1 if work == torch.float16 else 0, ic.data_ptr(),
+                b, h, n, d, dv, m, float(scale), int(pinv_iters), out.data_ptr(), ws.data_ptr(), ws_bytes, stream)
+        self._check(rc, RuntimeError)
+        return out.to(dtype)
+
+    def register_cuda_kernels(self) -> bool:
+        """Make these kernels the CUDA implementation of fna::landmarks / fna::nystrom_attention."""
+        import torch
+
+        if not self.built_with_cuda or not torch.cuda.is_available():
+            return False
+        from . import ops  # noqa: F401  (defines the custom ops)
+
+        torch.library.register_kernel("fna::landmarks", "cuda", self.landmarks_cuda)
+        torch.library.register_kernel("fna::nystrom_attention", "cuda", self.nystrom_cuda)
+        self.cuda_registered = True
+        return True
+
+
+_LOADED: dict[Path, NativeLibrary] = {}
+
+
+def load(path: "Path | str | None" = None, *, register_cuda: bool = True) -> NativeLibrary:
+    """Load libfna.so (default: the one `fna-deploy plugin build` made) and, when CUDA is
+    present, register its CUDA kernels for the fna custom ops. Cached per path."""
+    if path is None:
+        found = find_library()
+        if found is None:
+            raise NativeLibraryError(
+                f"the native fna library is not built (looked in {default_build_dir()}); run `fna-deploy plugin build`"
+            )
+        lib_path = found
+    else:
+        lib_path = Path(path).expanduser()
+        if lib_path.is_dir():
+            found = find_library(lib_path)
+            if found is None:
+                raise NativeLibraryError(f"no {LIBRARY_NAME} in {lib_path}; run `fna-deploy plugin build -o {lib_path}`")
+            lib_path = found
+        elif not lib_path.is_file():
+            raise NativeLibraryError(f"{lib_path} does not exist; run `fna-deploy plugin build` to build the library")
+    lib_path = lib_path.resolve()
+    lib = _LOADED.get(lib_path)
+    if lib is None:
+        lib = _LOADED[lib_path] = NativeLibrary(lib_path)
+    if register_cuda and not lib.cuda_registered:
+        lib.register_cuda_kernels()
+    return lib
+
+
+__all__ = [
+    "BuildResult",
+    "NativeLibrary",
+    "NativeLibraryError",
+    "build",
+    "default_build_dir",
+    "find_library",
+    "find_trt_plugin",
+    "load",
+    "read_build_info",
+]
+if sys.version_info < (3, 10):  # pragma: no cover
+    raise ImportError("fna_deploy.native needs Python >= 3.10")
