@@ -46,11 +46,8 @@ def _fna_attention_function(
     plan: Optional[LayerPlan] = getattr(module, "_fna_plan", None)
     if plan is None:
         raise RuntimeError(f"{type(module).__name__} asked for FNA attention but was not patched by fna-deploy")
-    if attention_mask is not None:
-        raise ValueError(
-            f"FNA layer {plan.block_index}: attention masks are not supported by Nystrom attention; "
-            "leave this block dense (layers=...)"
-        )
+    # attention_mask is ignored: vision encoders have no padding, and the mask transformers
+    # builds from attention_mask=None (materialised while tracing) lets every token attend.
     x_in, plan.x_in = plan.x_in, None
     out = plan.attend(query, key, value, x_in, scaling)
     return out.transpose(1, 2).contiguous(), None
@@ -88,11 +85,16 @@ class HFAdapter(Adapter):
         return module.startswith("transformers.") and _model_type(model) in _PREFIX
 
     def _layers_path(self, model: nn.Module) -> tuple[str, nn.ModuleList]:
+        """The ModuleList of encoder layers (``encoder.layer``, ``encoder.layers`` or ``layers``),
+        the vision tower's when the model also has a text tower."""
         model = _unwrap(model)
         candidates = [
             (name, mod)
             for name, mod in model.named_modules()
-            if isinstance(mod, nn.ModuleList) and (name.endswith("encoder.layer") or name.endswith("encoder.layers"))
+            if isinstance(mod, nn.ModuleList)
+            and name.split(".")[-1] in ("layer", "layers")
+            and len(mod) > 0
+            and any(type(c).__name__.endswith("Attention") for c in mod[0].children())
         ]
         vision = [c for c in candidates if "text" not in c[0]]
         if len(vision) != 1:
