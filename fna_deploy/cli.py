@@ -20,6 +20,7 @@ from ._version import __version__
 # name -> "module:attribute" of a click.Command; imported only when the command runs
 COMMANDS: dict[str, str] = {
     "info": "fna_deploy.commands.info:info",
+    "plugin": "fna_deploy.commands.plugin:plugin",
 }
 
 EXIT_USAGE = 2  # bad input, or a missing dependency / device the user has to provide
