@@ -978,32 +978,31 @@ def write_plots(report: AnalysisReport, directory: "str | os.PathLike[str]") -> 
         ax.legend(fontsize=7, ncol=2 if count > 8 else 1, loc="best")
         save(fig, "fna_error.png")
 
-    # 3. predicted savings of the best layer set per m
-    if report.candidates:
+    # 3. predicted savings of the best layer set per m (0 where FNA costs more than dense at this N)
+    ms = sorted(report.layers[0].fna_error) if report.layers else []
+    if ms:
         best: dict[int, Candidate] = {}
         for c in report.candidates:
             if c.num_landmarks not in best or c.flops_saving > best[c.num_landmarks].flops_saving:
                 best[c.num_landmarks] = c
-        ms = sorted(best)
         fig = Figure(figsize=(7, 4.5))
         ax = fig.subplots()
-        savings = [100 * best[m].flops_saving for m in ms]
+        savings = [100 * best[m].flops_saving if m in best else 0.0 for m in ms]
         chosen_m = report.recommendation.num_landmarks
         colors = ["tab:orange" if m == chosen_m else "tab:blue" for m in ms]
         bars = ax.bar([str(m) for m in ms], savings, color=colors)
         for bar, m in zip(bars, ms):
-            c = best[m]
-            ax.annotate(
-                f"{len(c.layers)} layers\n1-cos {c.end_to_end_error:.1e}",
-                (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                ha="center",
-                va="bottom",
-                fontsize=7,
-            )
+            if m in best:
+                c = best[m]
+                label = f"{len(c.layers)} layers\n1-cos {c.end_to_end_error:.1e}" if c.layers else "over budget"
+            else:
+                label = "no saving\nat this N"
+            ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7)
         ax.set_xlabel("landmarks m")
         ax.set_ylabel("predicted FLOP saving of the blocks (%)")
-        ax.set_title(f"largest saving within budget {report.recommendation.budget:g}")
+        ax.set_title(f"largest saving within the budget {report.recommendation.budget:g} (N = {report.num_tokens})")
         ax.grid(True, axis="y", alpha=0.3)
+        ax.set_ylim(0, max(max(savings) * 1.25, 1.0))
         save(fig, "savings.png")
     return written
 

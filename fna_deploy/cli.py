@@ -19,6 +19,7 @@ from ._version import __version__
 
 # name -> "module:attribute" of a click.Command; imported only when the command runs
 COMMANDS: dict[str, str] = {
+    "analyze": "fna_deploy.commands.analyze:analyze",
     "info": "fna_deploy.commands.info:info",
     "plugin": "fna_deploy.commands.plugin:plugin",
 }

@@ -1,0 +1,220 @@
+"""``fna-deploy analyze``: massive/artifact tokens, FNA error per layer, a config for an error budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from ..cli import CliError, user_errors
+
+
+def _parse_landmarks(text: str) -> list[int]:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise CliError(f"--landmarks: {part!r} is not an integer; give a list such as 32,64,128") from None
+        if value < 1:
+            raise CliError(f"--landmarks: {value} landmarks is not possible; use m >= 1")
+        values.append(value)
+    if not values:
+        raise CliError("--landmarks: give at least one number, e.g. 32,64,128")
+    return values
+
+
+def load_cli_model(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int]):
+    """MODEL [--checkpoint FILE] [--arch timm:NAME] as the commands take them."""
+    from ..loading import load_model
+
+    if arch is not None:
+        if checkpoint is not None:
+            raise CliError("--arch takes the weights from MODEL; drop --checkpoint (or pass the spec as MODEL)")
+        if not (arch.startswith("timm:") or arch.startswith("hf:")):
+            raise CliError(f"--arch {arch!r}: expected timm:NAME or hf:DIR")
+        return load_model(arch, checkpoint=model, img_size=resolution, allow_pickle=allow_pickle)
+    return load_model(model, checkpoint=checkpoint, img_size=resolution, allow_pickle=allow_pickle)
+
+
+class _Bar:
+    """A rich progress bar fed by analyze's progress callback (one task per stage)."""
+
+    def __init__(self, progress: Any) -> None:
+        self.progress = progress
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.progress.add_task(stage, total=max(total, 1))
+        self.progress.update(self.tasks[stage], completed=done, total=max(total, 1))
+
+
+def _fmt(value: Optional[float], spec: str = ".2e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _tokens(tokens: list[int], stable: bool) -> str:
+    if not tokens:
+        return "-"
+    shown = ", ".join(map(str, tokens[:6])) + (f" (+{len(tokens) - 6})" if len(tokens) > 6 else "")
+    return shown if stable else f"{shown} [dim](varies)[/dim]"
+
+
+def print_report(report: Any, console: Any) -> None:
+    from rich.table import Table
+
+    table = Table(
+        title=f"{report.model.get('model_class', 'model')}: {report.num_tokens} tokens "
+        f"({report.image_size[0]}x{report.image_size[1]}), {report.num_images} image(s)",
+    )
+    table.add_column("layer", justify="right")
+    table.add_column("median", justify="right")
+    table.add_column("max/med", justify="right")
+    table.add_column("massive")
+    table.add_column("sink", justify="right")
+    table.add_column("artifacts")
+    ms = sorted(report.layers[0].fna_error) if report.layers else []
+    for m in ms:
+        table.add_column(f"m={m}", justify="right")
+    rec_layers = set(report.recommendation.layers)
+    for layer in report.layers:
+        mark = "*" if layer.index in rec_layers else ""
+        table.add_row(
+            f"{layer.index}{mark}",
+            f"{layer.norm_median:.3g}",
+            f"{layer.norm_ratio:.1f}",
+            _tokens(layer.massive_tokens, layer.massive_stable),
+            f"{layer.sink_mass:.3f}",
+            _tokens(layer.artifact_tokens, layer.artifact_stable),
+            *[_fmt(layer.fna_error.get(m)) for m in ms],
+        )
+    console.print(table)
+    console.print(
+        "[dim]median: residual-stream token norm entering the layer; sink: attention share the massive tokens "
+        "receive; m=: relative error of FNA's attention output[/dim]"
+    )
+    rec = report.recommendation
+    if report.skipped_landmarks:
+        for m, why in report.skipped_landmarks.items():
+            console.print(f"[dim]m={m} skipped: {why}[/dim]")
+    if rec.uses_fna:
+        console.print(
+            f"[bold]recommended[/bold] (* in the table): m={rec.num_landmarks} on layers "
+            f"{', '.join(map(str, rec.layers))}; end-to-end 1 - cos = {rec.end_to_end_error:.2e} "
+            f"(budget {rec.budget:g}); predicted FLOP saving {100 * rec.flops_saving:.1f}%"
+        )
+        console.print(f"  fna-deploy export MODEL {rec.export_flags}", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"[bold]recommended[/bold]: keep the model dense: {rec.reason}")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights (.safetensors / state-dict .pt) for a timm:NAME or hf:DIR MODEL.")
+@click.option("--arch", help="Architecture (timm:NAME) when MODEL is a bare weights file.")
+@click.option("--allow-pickle", is_flag=True, help="Allow unpickling a whole-module .pt file (runs code it carries; trusted files only).")
+@click.option("--images", "images_dir", type=click.Path(file_okay=False), help="Directory of images to analyze on (your data).")
+@click.option("--random", "random_count", type=click.IntRange(min=1), help="Analyze on N random images instead (default: 8).")
+@click.option("--resolution", type=click.IntRange(min=1), help="Input resolution in pixels (default: the model's own).")
+@click.option("--landmarks", default="32,64,128,256", show_default=True, help="Comma-separated numbers of landmarks m to measure.")
+@click.option("--budget", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Allowed end-to-end error: 1 - cosine of the outputs, worst image.")
+@click.option("--massive-ratio", type=click.FloatRange(min=0), default=10.0, show_default=True, help="Norm / median at which a token is massive (0: off).")
+@click.option("--artifact-ratio", type=click.FloatRange(min=0), default=4.0, show_default=True, help="Norm / median at which a patch token is an artifact (0: off).")
+@click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection.")
+@click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")
+@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the full report as JSON here.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG plots into this directory.")
+@user_errors
+def analyze(
+    model: str,
+    checkpoint: Optional[str],
+    arch: Optional[str],
+    allow_pickle: bool,
+    images_dir: Optional[str],
+    random_count: Optional[int],
+    resolution: Optional[int],
+    landmarks: str,
+    budget: float,
+    massive_ratio: float,
+    artifact_ratio: float,
+    method: str,
+    pinv_iters: int,
+    batch_size: int,
+    device: Optional[str],
+    report_path: Optional[str],
+    plot_dir: Optional[str],
+) -> None:
+    """Find massive and artifact tokens, measure FNA's error per layer, and recommend export flags.
+
+    Runs MODEL on your images (or random ones), records the residual-stream token norms and the
+    attention each layer's tokens receive, measures how far FNA's attention output is from dense
+    attention for each m, and searches for the layers and m that keep the model's output within
+    --budget (measured end to end) with the largest FLOP saving.
+    """
+    if images_dir is not None and random_count is not None:
+        raise CliError("--images and --random exclude each other; give one")
+    ms = _parse_landmarks(landmarks)
+    if report_path is not None and Path(report_path).is_dir():
+        raise CliError(f"--report: {report_path!r} is a directory; give a file name such as analysis.json")
+    if plot_dir is not None and Path(plot_dir).exists() and not Path(plot_dir).is_dir():
+        raise CliError(f"--plot: {plot_dir!r} exists and is not a directory")
+    if plot_dir is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CliError("--plot needs matplotlib; install it with: pip install matplotlib") from None
+
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..analyze import analyze as run_analysis
+    from ..analyze import write_plots, write_report
+    from ..config import FNAConfig
+    from ..images import load_images, random_images
+
+    err = Console(stderr=True)
+    try:
+        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    except RuntimeError:
+        raise CliError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: no CUDA GPU is available here; use --device cpu")
+
+    with err.status("loading the model"):
+        net = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
+        if images_dir is not None:
+            inputs = load_images(images_dir, net, resolution)
+        else:
+            inputs = random_images(random_count or 8, net, resolution)
+        net = net.to(dev)
+    config = FNAConfig(method=method, pinv_iters=pinv_iters)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True,
+    ) as progress:
+        report = run_analysis(
+            net,
+            inputs,
+            landmarks=ms,
+            budget=budget,
+            massive_ratio=massive_ratio,
+            artifact_ratio=artifact_ratio,
+            config=config,
+            batch_size=batch_size,
+            progress=_Bar(progress),
+        )
+    print_report(report, Console())
+    if report_path is not None:
+        path = write_report(report, report_path)
+        err.print(f"report written to {path}")
+    if plot_dir is not None:
+        files = write_plots(report, plot_dir)
+        err.print(f"plots written: {', '.join(str(f) for f in files) or 'none'}")
