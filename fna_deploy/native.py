@@ -174,12 +174,12 @@ def _run(args: list[str], what: str, say: Callable[[str], None]) -> None:
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
-        tail = (tail + [line])[-40:]
+        tail = (tail + [line])[-200:]
         if line.startswith("[") or "fna:" in line or "error" in line.lower():
             say(line)
     if proc.wait() != 0:
-        errors = [l for l in tail if "error" in l.lower()]
-        detail = (errors or tail or ["(no output)"])[-1].strip()
+        errors = [l for l in tail if "error:" in l.lower()] or [l for l in tail if "error" in l.lower()]
+        detail = (errors[:1] or tail[-1:] or ["(no output)"])[0].strip()
         raise NativeLibraryError(f"{what} failed (exit {proc.returncode}): {detail}")
 
 

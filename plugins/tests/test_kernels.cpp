@@ -16,7 +16,7 @@ using namespace fna;
 template <typename T>
 static T* to_device(const std::vector<T>& h) {
     T* d = nullptr;
-    cudaMalloc(&d, h.size() * sizeof(T) + 1);
+    cudaMalloc(reinterpret_cast<void**>(&d), h.size() * sizeof(T) + 1);
     cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice);
     return d;
 }
