@@ -220,6 +220,8 @@ def load_model(
         if suffix not in (".pt2", ".pt", ".pth", ".bin", ".safetensors"):
             raise ModelLoadError(f"cannot tell what model {text!r} is; give {SPEC_FORMS}")
         _require_file(path, "model file")
+        if img_size is not None:
+            raise ModelLoadError(f"{text!r} is a finished model; its resolution cannot be changed with img_size")
         if ckpt is not None:
             raise ModelLoadError("--checkpoint applies to timm:NAME and hf:DIR specs; a model file carries its own weights")
         if suffix == ".safetensors":
@@ -229,11 +231,9 @@ def load_model(
             )
         if suffix == ".pt2":
             try:
-                model = torch.export.load(str(path)).module()
+                # exported programs are already in inference form: .eval() is not supported on them
+                return torch.export.load(str(path)).module()
             except Exception as exc:
                 raise ModelLoadError(f"{text!r} is not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
-        else:
-            model = _load_pickled(path, allow_pickle)
-        if img_size is not None:
-            raise ModelLoadError(f"{text!r} is a finished model; its resolution cannot be changed with img_size")
+        model = _load_pickled(path, allow_pickle)
     return model.eval()

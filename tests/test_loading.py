@@ -1,0 +1,129 @@
+"""load_model: every spec form, checkpoints that reopen with the same outputs, and every refusal."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import fna_deploy as fd
+from fna_deploy import ModelLoadError, load_model
+
+from .conftest import tiny_timm
+
+X = torch.randn(1, 3, 64, 64)
+
+
+def test_timm_random_init_at_resolution():
+    model = load_model("timm:vit_tiny_patch16_224", img_size=64)
+    assert not model.training
+    assert fd.model_info(model).num_tokens() == 17
+    assert model(X).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".pth"])
+def test_timm_checkpoint_round_trip(tmp_path, suffix):
+    source = tiny_timm(img_size=64)
+    path = tmp_path / f"weights{suffix}"
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    if suffix == ".safetensors":
+        save_file(state, str(path))
+    else:
+        torch.save({"state_dict": state}, path)  # a wrapped state dict, as training scripts write
+    loaded = load_model("timm:vit_tiny_patch16_224", checkpoint=path, img_size=64)
+    with torch.no_grad():
+        assert torch.equal(loaded(X), source(X))
+
+
+def test_checkpoint_resized_to_another_resolution(tmp_path):
+    source = tiny_timm(img_size=64)
+    path = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    loaded = load_model("timm:vit_tiny_patch16_224", checkpoint=path, img_size=96)
+    assert loaded.pos_embed.shape[1] == 1 + 36
+    assert torch.equal(loaded.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+def test_hf_directory(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    source = transformers.ViTForImageClassification(config).eval()
+    source.save_pretrained(tmp_path / "vit")
+    model = load_model(f"hf:{tmp_path / 'vit'}")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), source(pixel_values=x).logits)
+    assert fd.model_info(model).family == "hf"
+    bigger = load_model(f"hf:{tmp_path / 'vit'}", img_size=48)  # position embeddings interpolated
+    assert fd.model_info(bigger).num_tokens() == 1 + 36
+    with torch.no_grad():
+        assert bigger(torch.randn(1, 3, 48, 48)).shape == (1, 2)
+
+
+def test_pt2_archive(tmp_path):
+    model = fd.patch(tiny_timm(depth=2), fd.FNAConfig(num_landmarks=8))
+    ep = torch.export.export(model, (X,))
+    torch.export.save(ep, tmp_path / "m.pt2")
+    loaded = load_model(tmp_path / "m.pt2")
+    with torch.no_grad():
+        assert torch.allclose(loaded(X), model(X), atol=1e-6)
+
+
+def test_pickled_module_needs_allow_pickle(tmp_path):
+    model = tiny_timm(depth=1)
+    torch.save(model, tmp_path / "whole.pt")
+    with pytest.raises(ModelLoadError, match="unpickling runs whatever code the file carries; .*--allow-pickle"):
+        load_model(tmp_path / "whole.pt")
+    loaded = load_model(tmp_path / "whole.pt", allow_pickle=True)
+    with torch.no_grad():
+        assert torch.equal(loaded(X), model(X))
+
+
+@pytest.mark.parametrize(
+    "spec, kwargs, message",
+    [
+        ("timm:not_a_model_xyz", {}, "timm has no model named 'not_a_model_xyz'"),
+        ("timm:", {}, "no model name"),
+        ("resnet50", {}, "cannot tell what model 'resnet50' is"),
+        ("missing.pt2", {}, "'missing.pt2' does not exist"),
+        ("hf:", {}, "no directory"),
+        ("timm:vit_tiny_patch16_224", {"img_size": -3}, "img_size must be a positive int"),
+        ("timm:vit_tiny_patch16_224", {"checkpoint": "nope.safetensors"}, "checkpoint 'nope.safetensors' does not exist"),
+    ],
+)
+def test_bad_specs(spec, kwargs, message):
+    with pytest.raises(ModelLoadError, match=message):
+        load_model(spec, **kwargs)
+
+
+def test_hf_dir_without_config(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a Hugging Face model directory"):
+        load_model(f"hf:{tmp_path}")
+
+
+def test_state_dict_files_need_an_architecture(tmp_path):
+    state = {k: v.contiguous() for k, v in tiny_timm(depth=1).state_dict().items()}
+    torch.save(state, tmp_path / "sd.pt")
+    save_file(state, str(tmp_path / "sd.safetensors"))
+    for name in ("sd.pt", "sd.safetensors"):
+        with pytest.raises(ModelLoadError, match="holds weights only, not a model; name the architecture: --arch timm:NAME"):
+            load_model(tmp_path / name)
+
+
+def test_mismatched_checkpoint(tmp_path):
+    state = {k: v.contiguous() for k, v in tiny_timm(depth=1).state_dict().items()}
+    save_file(state, str(tmp_path / "one_block.safetensors"))
+    with pytest.raises(ModelLoadError, match="does not match VisionTransformer: .* missing"):
+        load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "one_block.safetensors", img_size=64)
+    save_file({"a": torch.zeros(2)}, str(tmp_path / "junk.safetensors"))
+    with pytest.raises(ModelLoadError, match="does not"):
+        load_model("timm:vit_small_patch16_224", checkpoint=tmp_path / "junk.safetensors")
+    (tmp_path / "garbage.safetensors").write_bytes(b"not a file format")
+    with pytest.raises(ModelLoadError, match="not a readable safetensors file"):
+        load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "garbage.safetensors")
+
+
+def test_pickled_checkpoint_is_not_unpickled(tmp_path):
+    torch.save(tiny_timm(depth=1), tmp_path / "module.pt")
+    with pytest.raises(ModelLoadError, match="not a plain state dict that loads with weights_only=True"):
+        load_model("timm:vit_tiny_patch16_224", checkpoint=tmp_path / "module.pt")
