@@ -423,16 +423,48 @@ def _batches(inputs: Tensor, batch_size: int) -> list[Tensor]:
     return [inputs[i : i + batch_size] for i in range(0, inputs.shape[0], batch_size)]
 
 
+def _forward_all(
+    model: nn.Module,
+    inputs: Tensor,
+    batch_size: int,
+    device: torch.device,
+    last_block: nn.Module,
+    progress: Optional[Progress] = None,
+    stage: str = "",
+) -> tuple[Tensor, Tensor]:
+    """Run every batch: (model outputs [I, ...], last block's output tokens [I, N, C]), on the CPU."""
+    outputs, features = [], []
+
+    def keep(module: nn.Module, args: tuple, output: Any) -> None:
+        hidden = output[0] if isinstance(output, (tuple, list)) else output
+        if isinstance(hidden, Tensor):
+            features.append(hidden.detach().float().cpu())
+
+    handle = last_block.register_forward_hook(keep)
+    try:
+        batches = _batches(inputs, batch_size)
+        for b, batch in enumerate(batches):
+            if progress:
+                progress(stage, b, len(batches))
+            with torch.no_grad():
+                outputs.append(_model_output(model(batch.to(device))).detach().float().cpu())
+        if progress:
+            progress(stage, len(batches), len(batches))
+    finally:
+        handle.remove()
+    feats = torch.cat(features) if len(features) == len(outputs) else torch.empty(0)
+    return torch.cat(outputs), feats
+
+
 def _probe_model(
     model: nn.Module, inputs: Tensor, state: _Pass, batch_size: int, device: torch.device, progress: Optional[Progress]
-) -> Tensor:
-    """Run the probing pass; returns the model outputs [images, ...] (dense attention throughout)."""
+) -> tuple[Tensor, Tensor]:
+    """Run the probing pass (dense attention throughout): (model outputs, last block's output tokens)."""
     adapter = find_adapter(model)
     blocks = adapter.blocks(model)
     undo: list = []
     hooks = []
     probes = [_Probe(state, i) for i in range(len(blocks))]
-    outputs = []
     try:
         for i, block in enumerate(blocks):
             adapter.patch_attention(model, i, probes[i], undo)  # type: ignore[arg-type]
@@ -444,40 +476,44 @@ def _probe_model(
                 probe.scores = hidden.detach().float().norm(dim=-1)
 
             hooks.append(block.register_forward_pre_hook(record, with_kwargs=True))
-        batches = _batches(inputs, batch_size)
-        for b, batch in enumerate(batches):
-            if progress:
-                progress("probing layers", b, len(batches))
-            with torch.no_grad():
-                outputs.append(_model_output(model(batch.to(device))).detach().float().cpu())
-        if progress:
-            progress("probing layers", len(batches), len(batches))
+        return _forward_all(model, inputs, batch_size, device, blocks[-1], progress, "probing layers")
     finally:
         for hook in hooks:
             hook.remove()
         for change in reversed(undo):
             change.restore()
-    return torch.cat(outputs)
+
+
+def _cosine_errors(out: Tensor, ref: Tensor) -> Tensor:
+    """1 - cosine similarity per image (clamped at 0); inf where an output is not finite."""
+    out, ref = out.flatten(1).double(), ref.flatten(1).double()
+    err = (1.0 - F.cosine_similarity(out, ref, dim=1, eps=1e-30)).clamp_min(0.0)
+    return torch.where(torch.isfinite(err), err, torch.full_like(err, math.inf))
+
+
+def _informative(reference: Tensor) -> bool:
+    """Whether every image's output has a direction to compare (not all zeros, all finite)."""
+    flat = reference.flatten(1).double()
+    return bool(torch.isfinite(flat).all() and (flat.norm(dim=1) > 0).all())
 
 
 def _end_to_end(
-    model: nn.Module, inputs: Tensor, reference: Tensor, config: FNAConfig, batch_size: int, device: torch.device
+    model: nn.Module,
+    inputs: Tensor,
+    reference: Tensor,
+    config: FNAConfig,
+    batch_size: int,
+    device: torch.device,
+    last_block: nn.Module,
+    on_features: bool,
 ) -> tuple[float, float]:
     """Patch ``model`` with ``config``, run it, unpatch: (worst 1 - cosine, mean 1 - cosine)."""
     patch(model, config)
     try:
-        outputs = []
-        with torch.no_grad():
-            for batch in _batches(inputs, batch_size):
-                outputs.append(_model_output(model(batch.to(device))).detach().float().cpu())
+        outputs, features = _forward_all(model, inputs, batch_size, device, last_block)
     finally:
         unpatch(model)
-    out = torch.cat(outputs).flatten(1).double()
-    ref = reference.flatten(1).double()
-    cos = F.cosine_similarity(out, ref, dim=1, eps=1e-30)
-    err = (1.0 - cos).clamp_min(0.0)
-    if not torch.isfinite(err).all():
-        return math.inf, math.inf
+    err = _cosine_errors(features if on_features else outputs, reference)
     return float(err.max()), float(err.mean())
 
 
@@ -618,12 +654,16 @@ def analyze(
     was_training = model.training
     model.eval()
     try:
-        reference = _probe_model(model, inputs, state, batch_size, device, progress)
+        outputs, features = _probe_model(model, inputs, state, batch_size, device, progress)
+        # compare model outputs, unless they carry no direction (e.g. a zero-initialised head):
+        # then the tokens leaving the last block
+        on_features = not _informative(outputs) and features.numel() > 0
+        reference = features if on_features else outputs
         layers = _layer_reports(state, num_prefix, num_tokens, massive_ratio, artifact_ratio)
         candidates, recommendation = _recommend(
             model, inputs, reference, layers, blocks, info, base, usable, variants, num_tokens, num_prefix,
             budget, batch_size, device, progress,
-            {name: any(d.get(name, False) for d in state.differs) for name in variants},
+            {name: any(d.get(name, False) for d in state.differs) for name in variants}, on_features,
         )
     finally:
         model.train(was_training)
@@ -653,6 +693,7 @@ def analyze(
             "pinv_iters": base.pinv_iters,
             "scale": base.scale,
             "error": "relative Frobenius error of the attention output; end to end: 1 - cosine of the outputs, worst image",
+            "end_to_end_on": "last block output" if on_features else "model output",
             "native_img_size": list(native) if native else None,
         },
         layers=layers,
@@ -745,6 +786,7 @@ def _recommend(
     device: torch.device,
     progress: Optional[Progress],
     active: dict[str, bool],
+    on_features: bool,
 ) -> tuple[list[Candidate], Recommendation]:
     n, h, d = num_tokens, info.num_heads, info.head_dim
     linear = [block_linear_flops(b, n) for b in blocks]
@@ -790,7 +832,7 @@ def _recommend(
             key = (m, name, k)
             if key not in results:
                 cfg = base.replace(num_landmarks=m, layers=sorted(order[:k]), massive_ratio=massive, artifact_ratio=artifact)
-                results[key] = _end_to_end(model, inputs, reference, cfg, batch_size, device)
+                results[key] = _end_to_end(model, inputs, reference, cfg, batch_size, device, blocks[-1], on_features)
                 evaluations += 1
             return results[key]
 
