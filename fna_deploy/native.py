@@ -35,6 +35,10 @@ TRT_PLUGIN_NAME = "libfna_trt_plugin.so"
 BUILD_INFO = "fna_build_info.json"
 DEFAULT_CUDA_ARCHS = "80;86;89;90"
 METHODS = {"fps": 0, "grid": 1}
+# limits of the CUDA kernels (plugins/fna/fna_logic.h, landmarks.cu); larger inputs use the reference
+MAX_KERNEL_TOKENS = 1 << 20
+MAX_KERNEL_HEAD_DIM = 256
+MAX_KERNEL_LANDMARKS = 4096
 
 
 class NativeLibraryError(RuntimeError):
@@ -321,6 +325,11 @@ class NativeLibrary:
                        artifact_ratio: float, method: str):
         import torch
 
+        b, n, d = features.shape
+        if n >= MAX_KERNEL_TOKENS:  # beyond the one-CTA kernel's packed counters: the reference
+            from .ops.landmarks import landmarks_reference
+
+            return landmarks_reference(features, scores, num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)
         dev = features.device
         f = features if features.dtype in (torch.float32, torch.float16) else features.float()
         f = f.contiguous()
@@ -345,6 +354,10 @@ class NativeLibrary:
     def nystrom_cuda(self, q, k, v, idx, scale: float, pinv_iters: int):
         import torch
 
+        if q.shape[-1] > MAX_KERNEL_HEAD_DIM or v.shape[-1] > MAX_KERNEL_HEAD_DIM or idx.shape[1] > MAX_KERNEL_LANDMARKS:
+            from .ops.nystrom import nystrom_reference
+
+            return nystrom_reference(q, k, v, idx, scale, pinv_iters)
         dtype = q.dtype
         work = dtype if dtype in (torch.float32, torch.float16) else torch.float32
         qc, kc, vc = (t.to(work).contiguous() for t in (q, k, v))

@@ -13,34 +13,40 @@ extern "C" {
 
 #define FNA_ABI_VERSION 1
 
-int fna_abi_version(void);
-const char* fna_last_error(void);
-int fna_built_with_cuda(void);
+#if defined(__GNUC__)
+#define FNA_API __attribute__((visibility("default")))
+#else
+#define FNA_API
+#endif
+
+FNA_API int fna_abi_version(void);
+FNA_API const char* fna_last_error(void);
+FNA_API int fna_built_with_cuda(void);
 
 /* method: 0 = "fps", 1 = "grid". features [B,N,D] fp32, scores [B,N] fp32 or NULL, out [B,m]. */
-int fna_landmarks_cpu(const float* features, const float* scores, int64_t B, int64_t N, int64_t D,
+FNA_API int fna_landmarks_cpu(const float* features, const float* scores, int64_t B, int64_t N, int64_t D,
                       int32_t num_landmarks, int32_t num_prefix, float massive_ratio, float artifact_ratio,
                       int32_t method, int32_t* out);
 
 /* q,k [B,H,N,d], v [B,H,N,dv], idx [B,m], out [B,H,N,dv]; fp32. scale <= 0: d^-0.5. */
-int fna_nystrom_cpu(const float* q, const float* k, const float* v, const int32_t* idx, int64_t B, int64_t H,
+FNA_API int fna_nystrom_cpu(const float* q, const float* k, const float* v, const int32_t* idx, int64_t B, int64_t H,
                     int64_t N, int64_t d, int64_t dv, int64_t m, float scale, int32_t pinv_iters, float* out);
 
 /* Attribute checks as the TensorRT creators do them (method as text). */
-int fna_check_landmark_attrs(int32_t num_landmarks, int32_t num_prefix, float massive_ratio, float artifact_ratio,
+FNA_API int fna_check_landmark_attrs(int32_t num_landmarks, int32_t num_prefix, float massive_ratio, float artifact_ratio,
                              const char* method);
-int fna_check_nystrom_attrs(float scale, int32_t pinv_iters);
+FNA_API int fna_check_nystrom_attrs(float scale, int32_t pinv_iters);
 
-size_t fna_landmarks_workspace_size(int64_t B, int64_t N);
-size_t fna_nystrom_workspace_size(int64_t B, int64_t H, int64_t N, int64_t d, int64_t dv, int64_t m);
+FNA_API size_t fna_landmarks_workspace_size(int64_t B, int64_t N);
+FNA_API size_t fna_nystrom_workspace_size(int64_t B, int64_t H, int64_t N, int64_t d, int64_t dv, int64_t m);
 
 /* CUDA launchers: device pointers, dtype 0 = fp32, 1 = fp16, stream = cudaStream_t (may be NULL).
  * Asynchronous: errors of the kernels themselves surface at the caller's next synchronisation. */
-int fna_landmarks_cuda(const void* features, int32_t features_dtype, const void* scores, int32_t scores_dtype, int64_t B,
+FNA_API int fna_landmarks_cuda(const void* features, int32_t features_dtype, const void* scores, int32_t scores_dtype, int64_t B,
                        int64_t N, int64_t D, int32_t num_landmarks, int32_t num_prefix, float massive_ratio,
                        float artifact_ratio, int32_t method, int32_t* out, void* workspace, size_t workspace_bytes,
                        void* stream);
-int fna_nystrom_cuda(const void* q, const void* k, const void* v, int32_t dtype, const int32_t* idx, int64_t B, int64_t H,
+FNA_API int fna_nystrom_cuda(const void* q, const void* k, const void* v, int32_t dtype, const int32_t* idx, int64_t B, int64_t H,
                      int64_t N, int64_t d, int64_t dv, int64_t m, float scale, int32_t pinv_iters, void* out,
                      void* workspace, size_t workspace_bytes, void* stream);
 

@@ -20,22 +20,47 @@ def test_ctest_passes(cpu_build):
     assert "kernels ...." in proc.stdout and "Skipped" in proc.stdout
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
-def test_cuda_kernels_compile_for_one_arch(tmp_path):
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc is not on PATH")
+
+
+@pytest.fixture(scope="module")
+def sm90_build(tmp_path_factory):
     """CI has nvcc but no GPU: compile the kernels, the C API library and the kernel test for
-    sm_90 (a single architecture keeps this to about a minute on two cores)."""
+    sm_90 once (a single architecture keeps this under a minute on two cores)."""
     start = time.monotonic()
-    result = native.build(tmp_path / "cuda", cuda_arch="90", targets=["fna", "fna_test_kernels"])
-    elapsed = time.monotonic() - start
-    assert result.cuda and result.cuda_architectures == "90"
-    lib = native.NativeLibrary(result.library)
-    assert lib.built_with_cuda
-    # the CPU reference is in the CUDA build too
+    result = native.build(tmp_path_factory.mktemp("fna_sm90"), cuda_arch="90", targets=["fna", "fna_test_kernels"])
+    print(f"nvcc build for sm_90: {time.monotonic() - start:.0f} s")
+    return result
+
+
+@pytest.mark.slow
+@needs_nvcc
+def test_cuda_kernels_compile_for_one_arch(sm90_build):
     import torch
 
-    f = torch.randn(1, 30, 4)
     from fna_deploy.ops import select_landmarks
 
+    assert sm90_build.cuda and sm90_build.cuda_architectures == "90"
+    assert (sm90_build.build_dir / "bin" / "fna_test_kernels").is_file()
+    lib = native.NativeLibrary(sm90_build.library)
+    assert lib.built_with_cuda
+    f = torch.randn(1, 30, 4)  # the CPU reference is in the CUDA build too
     assert torch.equal(lib.select_landmarks(f, 8), select_landmarks(f, 8))
-    print(f"nvcc build for sm_90: {elapsed:.0f} s")
+
+
+@pytest.mark.slow
+@needs_nvcc
+def test_cuda_kernels_register_for_the_custom_ops(sm90_build, monkeypatch):
+    """With a CUDA build the kernels become the CUDA implementation of both custom ops (the
+    registration itself needs no GPU); CPU calls stay on the PyTorch reference."""
+    import torch
+
+    from fna_deploy.ops import select_landmarks
+
+    lib = native.NativeLibrary(sm90_build.library)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert lib.register_cuda_kernels()
+    for op in ("fna::landmarks", "fna::nystrom_attention"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA"), op
+    f = torch.randn(2, 40, 8)
+    assert torch.equal(select_landmarks(f, 10), lib.select_landmarks(f, 10))

@@ -93,3 +93,12 @@ def test_find_library_via_build_info(cpu_build, monkeypatch):
     assert native.find_trt_plugin() is None
     info = native.read_build_info()
     assert info["cuda"] is False and "CPU_ONLY" in info["trt_reason"]
+
+
+def test_cuda_registration_leaves_cpu_on_the_reference(cpu_build, tmp_path, monkeypatch):
+    """register_cuda_kernels only claims the CUDA dispatch key: CPU calls keep the PyTorch
+    reference. A CPU-only build never registers (nothing to register)."""
+    lib = native.NativeLibrary(cpu_build.library)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert lib.register_cuda_kernels() is False  # built without CUDA
+    assert not lib.cuda_registered
