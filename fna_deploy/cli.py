@@ -21,6 +21,7 @@ from ._version import __version__
 COMMANDS: dict[str, str] = {
     "analyze": "fna_deploy.commands.analyze:analyze",
     "info": "fna_deploy.commands.info:info",
+    "export": "fna_deploy.commands.export:export",
     "plugin": "fna_deploy.commands.plugin:plugin",
 }
 

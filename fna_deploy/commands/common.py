@@ -1,0 +1,115 @@
+"""Option groups shared by the commands that take a model (export, verify, bench, analyze, run).
+
+Like Polygraphy's argument groups: one decorator per group, one function that turns the parsed
+values into library objects, so every command spells the same flag the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, Optional
+
+import click
+
+from ..cli import CliError
+
+MODEL_HELP = (
+    "MODEL is timm:NAME (random weights unless --checkpoint), hf:DIR (a local save_pretrained folder), "
+    "a .pt2 torch.export archive, or a .pt file holding a whole module (needs --allow-pickle); "
+    "with --arch, MODEL is a weights file for that architecture."
+)
+
+
+def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """MODEL [--checkpoint FILE] [--arch timm:NAME] [--allow-pickle] [--resolution R]."""
+    decorators = [
+        click.argument("model"),
+        click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights (.safetensors or state-dict .pt/.pth) for a timm:NAME or hf:DIR MODEL."),
+        click.option("--arch", metavar="timm:NAME", help="Architecture of a bare weights file given as MODEL."),
+        click.option("--allow-pickle", is_flag=True, help="Allow loading a whole pickled module (.pt). Unpickling runs code from the file: only for files you trust."),
+        click.option("--resolution", type=click.IntRange(min=1), help="Input resolution in pixels (square); default: the model's own."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+def fna_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The FNAConfig flags."""
+    decorators = [
+        click.option("--landmarks", "num_landmarks", type=click.IntRange(min=1), default=64, show_default=True, help="Number of landmark tokens m."),
+        click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA: all, a-b, a-b,c (default: the second half)."),
+        click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection."),
+        click.option("--features", type=click.Choice(["q", "k", "v", "input"]), default="q", show_default=True, help="What FPS measures distances on."),
+        click.option("--resample/--no-resample", "resample_every_layer", default=False, show_default=True, help="Select landmarks anew in every FNA layer."),
+        click.option("--massive-ratio", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Guarantee tokens whose norm is >= X x median (0 = off)."),
+        click.option("--artifact-ratio", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Exclude tokens whose norm is >= X x median (0 = off)."),
+        click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse."),
+        click.option("--num-prefix", type=click.IntRange(min=0), default=None, help="Prefix tokens always kept (default: detected: CLS + registers)."),
+    ]
+    for decorator in reversed(decorators):
+        func = decorator(func)
+    return func
+
+
+FNA_OPTION_NAMES = (
+    "num_landmarks",
+    "layers",
+    "method",
+    "features",
+    "resample_every_layer",
+    "massive_ratio",
+    "artifact_ratio",
+    "pinv_iters",
+    "num_prefix",
+)
+
+
+def config_from_options(options: dict[str, Any]):
+    """An FNAConfig from the parsed fna_options values (ValueError names a bad field)."""
+    from ..config import FNAConfig
+
+    return FNAConfig(**{name: options[name] for name in FNA_OPTION_NAMES if name in options})
+
+
+def load_cli_model(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int]):
+    """MODEL [--checkpoint FILE] [--arch timm:NAME] as the commands take them."""
+    from ..loading import load_model
+
+    if arch is not None:
+        if checkpoint is not None:
+            raise CliError("--arch takes the weights from MODEL; drop --checkpoint (or pass the spec as MODEL)")
+        if not (arch.startswith("timm:") or arch.startswith("hf:")):
+            raise CliError(f"--arch {arch!r}: expected timm:NAME or hf:DIR")
+        return load_model(arch, checkpoint=model, img_size=resolution, allow_pickle=allow_pickle)
+    return load_model(model, checkpoint=checkpoint, img_size=resolution, allow_pickle=allow_pickle)
+
+
+def model_label(model: str, arch: Optional[str]) -> str:
+    return f"{arch} ({model})" if arch else model
+
+
+@contextlib.contextmanager
+def steps(console: Any, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """A spinner with elapsed time for multi-step work; yields ``step(message)``."""
+    if not enabled:
+        yield lambda _msg: None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
+        task = progress.add_task("starting", total=None)
+
+        def step(message: str) -> None:
+            progress.update(task, description=message)
+
+        yield step
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1024
+    return f"{size:.1f} GiB"

@@ -1,0 +1,90 @@
+"""Parity of an exported ONNX model against the PyTorch model it came from (ONNX Runtime, CPU)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+FP32_TOL = 1e-4  # max abs error, relative to the output scale when that exceeds 1
+FP16_MIN_COSINE = 0.999
+
+
+@dataclass
+class ParityResult:
+    batch: int
+    output: str
+    max_abs: float
+    mean_abs: float
+    cosine: float
+    output_scale: float
+    criterion: str
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        return (
+            f"output {self.output!r} at batch {self.batch}: max abs error {self.max_abs:.3g} "
+            f"(output scale {self.output_scale:.3g}), cosine {self.cosine:.6f}; needed {self.criterion}"
+        )
+
+
+def compare(reference: np.ndarray, actual: np.ndarray, *, batch: int, output: str, fp16: bool) -> ParityResult:
+    ref = reference.astype(np.float64).ravel()
+    act = actual.astype(np.float64).ravel()
+    diff = np.abs(ref - act)
+    denom = np.linalg.norm(ref) * np.linalg.norm(act)
+    cosine = float(ref @ act / denom) if denom > 0 else float(np.array_equal(ref, act))
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    finite = bool(np.isfinite(act).all())
+    if fp16:
+        criterion = f"cosine >= {FP16_MIN_COSINE}"
+        passed = finite and cosine >= FP16_MIN_COSINE
+    else:
+        tol = FP32_TOL * max(1.0, scale)
+        criterion = f"max abs error <= {tol:.3g}"
+        passed = finite and max_abs <= tol
+    return ParityResult(batch, output, max_abs, float(diff.mean()) if diff.size else 0.0, cosine, scale, criterion, passed)
+
+
+def ort_session(model_bytes_or_path, threads: Optional[int] = None):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if threads:
+        options.intra_op_num_threads = threads
+    source = model_bytes_or_path if isinstance(model_bytes_or_path, (bytes, str)) else str(model_bytes_or_path)
+    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def check_parity(
+    model: torch.nn.Module,
+    onnx_model,
+    input_shape: tuple[int, ...],
+    batches: list[int],
+    *,
+    fp16: bool = False,
+    seed: int = 0,
+) -> list[ParityResult]:
+    """Run the ONNX model (bytes or path) with ONNX Runtime and ``model`` with PyTorch on the same
+    random input at each batch size; compare every output."""
+    session = ort_session(onnx_model)
+    input_name = session.get_inputs()[0].name
+    output_names = [o.name for o in session.get_outputs()]
+    results = []
+    generator = torch.Generator().manual_seed(seed)
+    for batch in batches:
+        x = torch.randn((batch, *input_shape[1:]), generator=generator)
+        with torch.no_grad():
+            expected = model(x)
+        expected_list = list(expected) if isinstance(expected, (tuple, list)) else [expected]
+        actual_list = session.run(None, {input_name: x.numpy()})
+        for name, exp, act in zip(output_names, expected_list, actual_list):
+            results.append(compare(exp.float().numpy(), act, batch=batch, output=name, fp16=fp16))
+    return results

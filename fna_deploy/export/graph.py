@@ -1,0 +1,120 @@
+"""Graph surgery and file writing for exported models: names, cleanup, metadata, atomic save."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from typing import Optional
+
+import onnx
+
+from .schemas import DOMAIN, LANDMARKS, NYSTROM, VERSION
+
+# protobuf refuses messages over 2 GiB; leave headroom for the graph itself
+EXTERNAL_DATA_THRESHOLD = 1_800_000_000
+
+
+def name_fna_nodes(model: onnx.ModelProto, nystrom_blocks: list[int], landmark_blocks: list[int]) -> None:
+    """Give fna nodes stable names that say which transformer block they belong to."""
+    nys = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == NYSTROM]
+    lms = [n for n in model.graph.node if n.domain == DOMAIN and n.op_type == LANDMARKS]
+    for nodes, blocks, kind in ((nys, nystrom_blocks, "NystromAttention"), (lms, landmark_blocks, "FnaLandmarks")):
+        if len(nodes) == len(blocks):
+            for node, block in zip(nodes, blocks):
+                node.name = f"/blocks.{block}/attn/{kind}"
+        else:  # not a one-to-one mapping (e.g. a pre-exported graph): number them in order
+            for i, node in enumerate(nodes):
+                node.name = f"/fna/{kind}_{i}"
+
+
+def cleanup(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Fold constants, drop dead nodes and sort topologically with onnx-graphsurgeon.
+
+    graphsurgeon does not carry model-local functions or metadata through, so the caller
+    re-attaches them afterwards.
+    """
+    import onnx_graphsurgeon as gs
+
+    functions = list(model.functions)
+    metadata = list(model.metadata_props)
+    opsets = {o.domain: o.version for o in model.opset_import}
+    graph = gs.import_onnx(model)
+    graph.fold_constants(error_ok=True).cleanup(remove_unused_graph_inputs=False).toposort()
+    cleaned = gs.export_onnx(graph, do_type_check=False)
+    cleaned.ir_version = model.ir_version
+    del cleaned.opset_import[:]
+    cleaned.opset_import.extend(onnx.helper.make_opsetid(d, v) for d, v in opsets.items())
+    del cleaned.functions[:]
+    cleaned.functions.extend(functions)
+    del cleaned.metadata_props[:]
+    cleaned.metadata_props.extend(metadata)
+    cleaned.producer_name = model.producer_name
+    cleaned.producer_version = model.producer_version
+    return cleaned
+
+
+def ensure_fna_opset(model: onnx.ModelProto) -> None:
+    if not any(o.domain == DOMAIN for o in model.opset_import):
+        model.opset_import.append(onnx.helper.make_opsetid(DOMAIN, VERSION))
+
+
+def set_metadata(model: onnx.ModelProto, entries: dict[str, str]) -> None:
+    keep = [p for p in model.metadata_props if p.key not in entries]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in entries.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def node_counts(model: onnx.ModelProto) -> dict[str, int]:
+    """op type -> count over the main graph (custom domains as ``domain::Op``)."""
+    return dict(Counter(f"{n.domain}::{n.op_type}" if n.domain else n.op_type for n in model.graph.node))
+
+
+def check_writable(path: Path) -> None:
+    """Fail early, before any long work, when ``path`` cannot be written."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.exists() and path.is_dir():
+        raise IsADirectoryError(21, "is a directory, not a file path", str(path))
+    if not parent.exists():
+        raise FileNotFoundError(2, "output directory does not exist", str(parent))
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(13, "output directory is not writable", str(parent))
+
+
+def save_atomic(model: onnx.ModelProto, path: "str | os.PathLike[str]", *, external_data: Optional[bool] = None) -> list[Path]:
+    """Write ``model`` to ``path`` (and ``path.data`` for external weights) all or nothing.
+
+    Everything is written into a temporary folder beside the target, then renamed into place, so
+    an interrupted or failed write leaves no half-written model. Returns the files written.
+    """
+    path = Path(path)
+    check_writable(path)
+    use_external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
+    data_name = path.name + ".data"
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        staged = staging / path.name
+        if use_external:
+            onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
+        else:
+            onnx.save_model(model, staged)
+        written = []
+        if use_external:
+            os.replace(staging / data_name, path.parent / data_name)
+            written.append(path.parent / data_name)
+        elif (path.parent / data_name).exists():
+            os.remove(path.parent / data_name)  # stale weights of an earlier external-data export
+        os.replace(staged, path)
+        written.insert(0, path)
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
