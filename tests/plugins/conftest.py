@@ -40,8 +40,11 @@ def cuda_build(tmp_path_factory) -> native.BuildResult:
     existing = os.environ.get("FNA_TEST_CUDA_BUILD")
     if existing and native.find_library(existing):
         info = native.read_build_info(existing)
-        if info and info.get("cuda"):
-            return native.build(existing)  # incremental: nothing to do when up to date
+        if info and info.get("cuda"):  # built already (scripts/device_check.sh): use as is
+            return native.BuildResult(
+                build_dir=Path(existing), library=native.find_library(existing), cuda=True, cuda_reason="",
+                cuda_architectures=info.get("cuda_architectures", ""), trt_plugin=native.find_trt_plugin(existing),
+                trt_reason=info.get("trt_reason", ""), info=info)
     major, minor = torch.cuda.get_device_capability()
     out = Path(existing) if existing else tmp_path_factory.mktemp("fna_cuda_build")
     return native.build(out, cuda_arch=f"{major}{minor}")

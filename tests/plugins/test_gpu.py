@@ -76,9 +76,13 @@ def test_nystrom_kernel_matches_reference(cuda_lib, b, h, n, d, m, dtype):
     assert torch.equal(direct, got)  # the op really ran our kernel
 
 
-def test_ctest_kernels_on_gpu(cuda_build):
+def test_cpp_kernel_test_on_gpu(cuda_build):
+    """The C++ kernel test (kernels vs the C++ reference) passes, not skips, on a GPU."""
     import subprocess
 
-    proc = subprocess.run(["ctest", "--test-dir", str(cuda_build.build_dir), "-R", "kernels", "--output-on-failure"],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and "Passed" in proc.stdout, proc.stdout + proc.stderr
+    exe = cuda_build.build_dir / "bin" / "fna_test_kernels"
+    if not exe.is_file():
+        pytest.skip(f"{exe} was not built")
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 failures" in proc.stdout
