@@ -590,6 +590,7 @@ def analyze(
     config: Optional[FNAConfig] = None,
     batch_size: int = 8,
     progress: Optional[Progress] = None,
+    resolution: Optional[int] = None,
 ) -> AnalysisReport:
     """Analyze ``model`` on ``inputs`` [I, C, H, W] and recommend an FNA config for ``budget``.
 
@@ -598,7 +599,8 @@ def analyze(
     and ``artifact_ratio`` (x median norm) classify tokens and are the thresholds tried as landmark
     guarantees / exclusions. ``config`` supplies method, features, pinv_iters, num_prefix and scale
     (its landmarks, layers and ratios are ignored). The model must not be patched; it is left as
-    it was found.
+    it was found. ``resolution`` is the ``--resolution`` the export flags carry (default: the
+    inputs' size when it differs from the model's own).
     """
     ms = _validate(landmarks, budget, massive_ratio, artifact_ratio, batch_size)
     if not isinstance(inputs, Tensor) or inputs.dim() != 4:
@@ -662,7 +664,7 @@ def analyze(
         layers = _layer_reports(state, num_prefix, num_tokens, massive_ratio, artifact_ratio)
         candidates, recommendation = _recommend(
             model, inputs, reference, layers, blocks, info, base, usable, variants, num_tokens, num_prefix,
-            budget, batch_size, device, progress,
+            budget, batch_size, device, progress, resolution,
             {name: any(d.get(name, False) for d in state.differs) for name in variants}, on_features,
         )
     finally:
@@ -785,6 +787,7 @@ def _recommend(
     batch_size: int,
     device: torch.device,
     progress: Optional[Progress],
+    resolution: Optional[int],
     active: dict[str, bool],
     on_features: bool,
 ) -> tuple[list[Candidate], Recommendation]:
@@ -801,8 +804,7 @@ def _recommend(
     def saving(m: int, chosen: Sequence[int]) -> float:
         return 1.0 - fna_flops(m, chosen) / flops_dense if chosen else 0.0
 
-    resolution = None
-    if info.img_size is not None and tuple(inputs.shape[-2:]) != tuple(info.img_size):
+    if resolution is None and info.img_size is not None and tuple(inputs.shape[-2:]) != tuple(info.img_size):
         resolution = int(inputs.shape[-1]) if inputs.shape[-1] == inputs.shape[-2] else None
 
     worth = [m for m in landmarks if dense_attn - fna_attention_flops(n, m, h, d, base.pinv_iters) > 0]

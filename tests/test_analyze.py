@@ -450,6 +450,18 @@ def test_cli_on_an_image_directory(tmp_path):
     assert "2 image(s)" in result.output and "keep the model dense" in result.output
 
 
+def test_cli_flags_carry_the_resolution_analyzed(tmp_path):
+    report = tmp_path / "r.json"
+    result = CliRunner().invoke(
+        cli,
+        ["analyze", "timm:vit_tiny_patch16_224", "--resolution", "128", "--random", "1", "--landmarks", "8",
+         "--budget", "1", "--report", str(report)],
+    )
+    assert result.exit_code == 0, result.output
+    flags = json.loads(report.read_text())["recommendation"]["export_flags"]
+    assert flags.startswith("--resolution 128 --landmarks 8 --layers ")
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

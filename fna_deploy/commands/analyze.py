@@ -210,8 +210,12 @@ def analyze(
             config=config,
             batch_size=batch_size,
             progress=_Bar(progress),
+            resolution=resolution,
         )
-    print_report(report, Console())
+    import sys
+
+    # piped or redirected output keeps every column instead of the 80-column default
+    print_report(report, Console() if sys.stdout.isatty() else Console(width=160))
     if report_path is not None:
         path = write_report(report, report_path)
         err.print(f"report written to {path}")
