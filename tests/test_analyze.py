@@ -138,6 +138,40 @@ def test_sink_mass_is_the_attention_the_massive_tokens_receive(planted):
             assert layer.artifact_mass == pytest.approx(float(received[:, layer.artifact_tokens].sum(1).mean()), abs=1e-6)
 
 
+def test_real_sinks_take_the_attention_and_guaranteeing_them_lowers_the_error():
+    """Planted tokens whose keys every query leans on: a true attention sink, as in trained ViTs."""
+    torch.manual_seed(0)
+    model = tiny_timm("vit_tiny_patch16_224", 32, patch_size=4, depth=4)
+    dim = model.embed_dim
+    sinks = [7, 50]
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        u = torch.zeros(dim)
+        for block in model.blocks:
+            block.attn.qkv.weight[: 2 * dim] *= 3.0
+            e = torch.randn(dim, generator=g)
+            e /= e.norm()
+            block.attn.qkv.bias[:dim] = 30.0 * e  # every query leans on direction e ...
+            w_k = block.attn.qkv.weight[dim : 2 * dim]
+            u += w_k.T @ e / (w_k.T @ e).norm()  # ... and a token along u has a key along e
+        u -= u.mean()
+        u /= u.norm()
+
+    def hook(module, args, out):
+        out = out.clone()
+        out[:, sinks] = 100.0 * out[:, 1:].norm(dim=-1).median() * u
+        return out
+
+    model.blocks[0].register_forward_hook(hook)
+    report = analyze(model, images(3), landmarks=(8,), budget=0.0)
+    assert report.layers[0].massive_tokens == [] and report.layers[0].sink_mass == 0.0
+    for layer in report.layers[1:]:
+        assert layer.massive_tokens == sinks
+        assert layer.token_share == pytest.approx(2 / N_TOKENS)
+        assert layer.sink_mass > 0.5  # two of 65 tokens take most of the attention
+        assert layer.fna_error_variants["massive"][8] < 0.8 * layer.fna_error[8]
+
+
 def test_unstable_tokens_are_reported_as_such():
     torch.manual_seed(0)
     model = tiny_timm("vit_tiny_patch16_224", 32, patch_size=4, depth=2)
