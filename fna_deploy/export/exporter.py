@@ -215,8 +215,15 @@ def export_onnx(
         step("exporting with torch.export + torch.onnx")
         export_started = time.perf_counter()
         module: nn.Module = _Float16IO(copy.deepcopy(model)) if fp16 else model
-        example = torch.randn(shape)
+        # trace a dynamic batch at 2: a size-1 dimension invites torch.export to specialise it
+        example = torch.randn((2, *shape[1:]) if dynamic_batch else shape)
         proto = _torch_export(module, example, dynamic_batch, opset)
+        batch_dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+        if dynamic_batch and batch_dim.HasField("dim_value"):
+            raise ValueError(
+                f"{type(model).__name__} could not be exported with a dynamic batch (torch.export fixed it "
+                f"at {batch_dim.dim_value}); export with a static batch instead (--batch N)"
+            )
         export_seconds = time.perf_counter() - export_started
 
         step("cleaning the graph (onnx-graphsurgeon)")
