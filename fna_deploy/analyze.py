@@ -348,14 +348,15 @@ class _Pass:
 
     def measure(self, probe: _Probe, q: Tensor, k: Tensor, v: Tensor, x_in: Optional[Tensor], scale: Optional[float]) -> Tensor:
         cfg = self.config
-        s = float(cfg.scale or scale or q.shape[-1] ** -0.5)
-        dense = F.scaled_dot_product_attention(q, k, v, scale=s)
+        model_scale = float(scale or q.shape[-1] ** -0.5)
+        s = float(cfg.scale or model_scale)  # what a patched layer would use (as LayerPlan.attend)
+        dense = F.scaled_dot_product_attention(q, k, v, scale=model_scale)  # the model's own attention
         index = probe.block_index
         scores = probe.scores
         if scores is None or tuple(scores.shape) != (q.shape[0], q.shape[2]):
             raise RuntimeError(f"analyze: the residual stream entering block {index} was not recorded")
         self.norms[index].append(scores.detach().float().cpu())
-        self.received[index].append(_received_attention(q, k, s).cpu())
+        self.received[index].append(_received_attention(q, k, model_scale).cpu())
         if cfg.features == "input":
             feats = x_in if x_in is not None else probe.x_in
             if feats is None:
@@ -440,6 +441,8 @@ def _forward_all(
         if isinstance(hidden, Tensor):
             features.append(hidden.detach().float().cpu())
 
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
     handle = last_block.register_forward_hook(keep)
     try:
         batches = _batches(inputs, batch_size)
@@ -447,7 +450,7 @@ def _forward_all(
             if progress:
                 progress(stage, b, len(batches))
             with torch.no_grad():
-                outputs.append(_model_output(model(batch.to(device))).detach().float().cpu())
+                outputs.append(_model_output(model(batch.to(device=device, dtype=dtype))).detach().float().cpu())
         if progress:
             progress(stage, len(batches), len(batches))
     finally:
@@ -634,9 +637,10 @@ def analyze(
         if artifact_ratio:
             variants["massive+artifact"] = (float(massive_ratio), float(artifact_ratio))
 
-    # The token count is only known once the model has run: probe with the m values that can fit,
-    # which needs N -- take it from a first tiny forward of the patch embedding via the probe pass.
-    num_tokens = _count_tokens(model, blocks, inputs[:1].to(device))
+    # N (prefix + patches at this input size) is the sequence length entering the first block
+    param = next(model.parameters(), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    num_tokens = _count_tokens(model, blocks, inputs[:1].to(device=device, dtype=dtype))
     skipped: dict[int, str] = {}
     usable = []
     for m in ms:
@@ -726,6 +730,12 @@ def _count_tokens(model: nn.Module, blocks: list[nn.Module], image: Tensor) -> i
             model(image)
     except _Stop:
         pass
+    except Exception as exc:  # the first forward is where a wrong input size shows
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(
+            f"inputs: the model cannot run on images of shape {tuple(image.shape[1:])} ({detail}); "
+            "give images at the model's resolution"
+        ) from None
     finally:
         handle.remove()
     if not seen:

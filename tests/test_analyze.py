@@ -276,14 +276,16 @@ def test_recommendation_meets_the_budget_and_its_flags_say_so(planted):
 
 def test_recommendation_changes_with_the_budget(planted):
     model, x, _ = planted
-    none = analyze(model, x, landmarks=(8, 16), budget=0.0).recommendation
+    none = analyze(model, x, landmarks=(8,), budget=0.0).recommendation
     assert none.layers == [] and none.export_flags == "" and none.num_landmarks is None
     assert "budget" in none.reason
     loose = analyze(model, x, landmarks=(8, 16), budget=1.0).recommendation
     assert loose.layers == [0, 1, 2, 3] and loose.num_landmarks == 8  # all layers, the cheapest m
     assert loose.export_flags.startswith("--landmarks 8 --layers 0-3")
     tight = analyze(model, x, landmarks=(8, 16), budget=1e-3).recommendation
-    assert tight.layers != loose.layers
+    assert loose.end_to_end_error > 1e-3  # so the tighter budget has to give something up
+    assert (tight.num_landmarks, tight.layers) != (loose.num_landmarks, loose.layers)
+    assert tight.flops_saving < loose.flops_saving
     if tight.layers:
         assert end_to_end(model, x, tight.config()) <= 1e-3
 
@@ -341,6 +343,8 @@ def test_api_errors(planted):
         analyze(model, x[0])
     with pytest.raises(ValueError, match="landmarks"):
         analyze(model, x, landmarks=(0, 8))
+    with pytest.raises(ValueError, match=r"cannot run on images of shape \(3, 48, 48\)"):
+        analyze(model, torch.randn(1, 3, 48, 48))
     patch(model, FNAConfig(num_landmarks=8, layers="all"))
     try:
         with pytest.raises(ValueError, match="already patched"):
