@@ -139,6 +139,8 @@ class Recommendation:
     flops_fna: float  # the same with the recommended config
     flops_saving: float  # 1 - flops_fna / flops_dense
     reason: str
+    method: str = "fps"
+    pinv_iters: int = 6
 
     @property
     def uses_fna(self) -> bool:
@@ -148,7 +150,7 @@ class Recommendation:
         """The recommended FNAConfig (None when dense is recommended)."""
         if not self.layers or self.num_landmarks is None:
             return None
-        base = base or FNAConfig()
+        base = base or FNAConfig(method=self.method, pinv_iters=self.pinv_iters)
         return base.replace(
             num_landmarks=self.num_landmarks,
             layers=list(self.layers),
@@ -171,6 +173,8 @@ class Recommendation:
             "flops_fna": _num(self.flops_fna),
             "flops_saving": _num(self.flops_saving),
             "reason": self.reason,
+            "method": self.method,
+            "pinv_iters": self.pinv_iters,
         }
 
 
@@ -866,8 +870,8 @@ def _recommend(
         if progress:
             progress("searching layer sets", done, len(searches))
 
-    # per m, the variant that fits the most layers; guarantees/exclusions only when they help
-    # (more layers, or clearly lower error than plain landmarks on as many layers)
+    # the largest predicted saving wins; at equal saving, guarantees/exclusions only when they
+    # clearly help (a 10% lower end-to-end error than the candidate listed first, plain landmarks)
     best: Optional[Candidate] = None
     for c in candidates:
         if not c.layers:
@@ -887,7 +891,10 @@ def _recommend(
             )
         else:
             reason = f"no layer meets the budget of {budget:g} with m in {worth}: raise the budget or m"
-        rec = Recommendation([], None, 0.0, 0.0, "", float(budget), None, None, flops_dense, flops_dense, 0.0, reason)
+        rec = Recommendation(
+            [], None, 0.0, 0.0, "", float(budget), None, None, flops_dense, flops_dense, 0.0, reason,
+            base.method, base.pinv_iters,
+        )
         return candidates, rec
     massive, artifact = variants[best.variant]
     worst, _mean = results[(best.num_landmarks, best.variant, len(best.layers))]
@@ -917,6 +924,8 @@ def _recommend(
         flops_fna=fna_flops(best.num_landmarks, best.layers),
         flops_saving=best.flops_saving,
         reason=reason,
+        method=base.method,
+        pinv_iters=base.pinv_iters,
     )
     return candidates, rec
 

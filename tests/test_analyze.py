@@ -372,7 +372,7 @@ def test_torchvision_model_is_analyzed():
     try:
         with torch.no_grad():
             model(images(2))
-            patch(model, rec.config(FNAConfig(pinv_iters=20)))
+            patch(model, rec.config())  # carries pinv_iters=20
             model(images(2))
     finally:
         unpatch(model)
