@@ -524,6 +524,19 @@ def test_cli_empty_image_directory_and_unknown_model(tmp_path):
     assert result.exit_code == 2 and "no model named" in result.output
 
 
+def test_cli_bare_weights_with_arch(tmp_path):
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "w.safetensors"
+    save_file(tiny_timm("vit_tiny_patch16_224", 32).state_dict(), str(weights))
+    args = ["analyze", str(weights), "--arch", "timm:vit_tiny_patch16_224", "--resolution", "32", "--random", "1", "--landmarks", "2"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "5 tokens (32x32)" in result.output
+    result = CliRunner().invoke(cli, [*args, "--checkpoint", str(weights)])
+    assert result.exit_code == 2 and "--arch takes the weights from MODEL" in result.output
+
+
 def test_cli_pickle_needs_consent(pickled_model):
     result = CliRunner().invoke(cli, ["analyze", str(pickled_model)])
     assert result.exit_code == 2 and "--allow-pickle" in result.output
