@@ -107,6 +107,26 @@ int main() {
         return 77;
     }
     LandmarkAttrs a;
+#ifdef FNA_EMULATED  // CPU emulation (emulate_kernels.py): small shapes, same code paths
+    std::printf("test_kernels: running on the CPU emulator\n");
+    a.num_landmarks = 12;
+    landmark_case(2, 100, 8, a, false, 1);
+    a.num_prefix = 1;
+    landmark_case(1, 2100, 4, a, false, 2);  // more tokens than threads
+    a.num_landmarks = 20; a.massive_ratio = 10.f; a.artifact_ratio = 2.f;
+    landmark_case(2, 150, 8, a, true, 3);
+    a.num_landmarks = 40; a.num_prefix = 0; a.massive_ratio = 0.f; a.artifact_ratio = 0.f;
+    landmark_case(1, 40, 4, a, false, 4);  // m = N
+    a.method = Method::kGrid; a.num_landmarks = 30; a.num_prefix = 2; a.massive_ratio = 10.f; a.artifact_ratio = 2.f;
+    landmark_case(2, 1300, 4, a, true, 5);
+    nystrom_case(1, 2, 70, 32, 16, false, 6);
+    nystrom_case(1, 1, 1100, 16, 8, false, 7);    // split over N (2 splits) + merge
+    nystrom_case(1, 1, 90, 40, 33, false, 8);     // generic head dim, m > 32
+    nystrom_case(1, 1, 40, 64, 40, false, 9);     // m = N
+    nystrom_case(1, 2, 75, 32, 20, true, 10);     // fp16
+    nystrom_case(1, 1, 50, 136, 10, false, 11);   // head dim > 128 (8 accumulators per lane)
+    return finish("test_kernels");
+#endif
     a.num_landmarks = 16;
     landmark_case(2, 200, 24, a, false, 1);
     a.num_prefix = 1;

@@ -64,3 +64,22 @@ def test_cuda_kernels_register_for_the_custom_ops(sm90_build, monkeypatch):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA"), op
     f = torch.randn(2, 40, 8)
     assert torch.equal(select_landmarks(f, 10), lib.select_landmarks(f, 10))
+
+
+@pytest.mark.slow
+def test_cuda_kernels_on_the_cpu_emulator(tmp_path):
+    """The CUDA kernels' own test (test_kernels.cpp: kernels vs the C++ reference, identical
+    landmark indices, Nystrom rel err <= 1e-4 / 1e-2 for fp16) run through the CPU emulator in
+    plugins/tests/emu: no GPU needed, only g++ and the CUDA headers."""
+    import subprocess
+    import sys
+
+    from tests.plugins.conftest import cuda_headers_present
+
+    if not cuda_headers_present():
+        pytest.skip("CUDA headers (cuda_fp16.h) not found")
+    root = native.source_dir()
+    proc = subprocess.run([sys.executable, str(root / "plugins" / "tests" / "emulate_kernels.py"), "--build", str(tmp_path)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "running on the CPU emulator" in proc.stdout and " 0 failures" in proc.stdout
