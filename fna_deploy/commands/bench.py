@@ -1,0 +1,87 @@
+"""``fna-deploy bench``: dense vs FNA latency, throughput and memory across resolutions."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import click
+
+from ..cli import CliError, user_errors
+from .common import load_cli_model, model_label
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise CliError(f"{flag}: expected comma-separated integers such as 224,448, got {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise CliError(f"{flag}: expected positive integers, got {text!r}")
+    return values
+
+
+@click.command()
+@click.argument("model")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for a timm:NAME or hf:DIR MODEL.")
+@click.option("--arch", metavar="timm:NAME", help="Architecture of a bare weights file given as MODEL.")
+@click.option("--allow-pickle", is_flag=True, help="Allow a whole pickled module (.pt): runs code from the file.")
+@click.option("--resolutions", default="224,448,896,1024", show_default=True, help="Comma-separated input sizes in pixels.")
+@click.option("--landmarks", default="64,128", show_default=True, help="Comma-separated numbers of landmarks m.")
+@click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA (default: the second half).")
+@click.option("--backends", default="torch,onnxrt", show_default=True, help="Comma-separated: torch, onnxrt, trt (unavailable ones are skipped).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch and ONNX Runtime (default: all).")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the measurements as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of latency against tokens (log-log).")
+@user_errors
+def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
+          layers: Optional[str], backends: str, device: str, batch: int, warmup: int, iters: int, threads: Optional[int],
+          report_path: Optional[str], plot_path: Optional[str]) -> None:
+    """Time MODEL dense vs with FNA, per backend and resolution, and compare with the FLOP bound.
+
+    Variants are timed interleaved in one run. Beside each speedup: its FLOP bound (the speedup if
+    only the replaced attention cores got cheaper) and the share of the bound reached.
+    """
+    import torch
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..bench import BACKENDS, run_bench
+    from ..config import FNAConfig
+
+    sizes = _ints(resolutions, "--resolutions")
+    ms = _ints(landmarks, "--landmarks")
+    chosen = [b.strip() for b in backends.split(",") if b.strip()]
+    bad = [b for b in chosen if b not in BACKENDS]
+    if bad:
+        raise CliError(f"--backends: unknown backend {bad[0]!r}; choose from {', '.join(BACKENDS)}")
+    FNAConfig(layers=layers)  # syntax check before any work
+    if threads:
+        torch.set_num_threads(threads)
+
+    def load(res: int):
+        return load_cli_model(model, checkpoint, arch, allow_pickle, res)
+
+    console = Console()
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("bench", total=1)
+
+        def update(stage: str, done: int, total: int) -> None:
+            progress.update(task, description=stage, completed=done, total=total)
+
+        report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
+                           device=device, batch=batch, warmup=warmup, iters=iters, threads=threads, progress=update)
+    for backend, reason in report.skipped.items():
+        console.print(f"[yellow]skipped {backend}:[/yellow] {reason}")
+    console.print(f"\n{report.model} on {report.device}, batch {report.batch}, median of {report.iters} (interleaved)\n")
+    click.echo(report.markdown())
+    if report_path:
+        report.write_json(report_path)
+        console.print(f"report: {report_path}")
+    if plot_path:
+        report.plot(plot_path)
+        console.print(f"plot: {plot_path}")

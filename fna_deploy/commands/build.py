@@ -1,0 +1,45 @@
+"""``fna-deploy build``: a TensorRT engine from an fna ONNX export, with the fna plugins."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..cli import CliError, user_errors
+
+
+@click.command()
+@click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine path (default: MODEL.plan beside the ONNX).")
+@click.option("--fp16", is_flag=True, help="fp16 engine: the FP16 builder flag on TensorRT 10, an fp16-converted ONNX on TensorRT 11 (strongly typed). The pseudo-inverse stays fp32.")
+@click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library (default: the one 'fna-deploy plugin build' made).")
+@click.option("--batch", "batch_spec", default="1:1:1", show_default=True, help="Optimisation profile for the batch dimension, MIN:OPT:MAX.")
+@click.option("--shapes", multiple=True, metavar="NAME:MINxOPTxMAX", help="Full profile shapes for an input, e.g. images:1,3,224,224x4,3,224,224x8,3,224,224.")
+@click.option("--workspace", type=click.FloatRange(min=0.1), default=4.0, show_default=True, help="Builder workspace in GiB.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file to load and update (faster rebuilds).")
+@click.option("--verbose", is_flag=True, help="TensorRT builder logs.")
+@user_errors
+def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[str], batch_spec: str, shapes: tuple[str, ...],
+          workspace: float, timing_cache: Optional[str], verbose: bool) -> None:
+    """Build a TensorRT engine (.plan + .plan.json sidecar) from MODEL.onnx.
+
+    Export with --target trt (or portable: TensorRT maps the fna nodes onto the plugins either way).
+    Needs TensorRT and a CUDA GPU; without them it says what is missing and exits 2, writing nothing.
+    """
+    from ..trt import TensorRTUnavailable, build_engine, parse_batch, parse_shapes
+
+    source = Path(onnx_path)
+    if not source.is_file():
+        raise CliError(f"{onnx_path!r} does not exist; export one with 'fna-deploy export MODEL --target trt'")
+    plan = Path(output) if output else source.with_suffix(".plan")
+    batch = parse_batch(batch_spec)
+    profile_shapes = parse_shapes(list(shapes))
+    try:
+        sidecar = build_engine(source, plan, fp16=fp16, plugin=plugin, batch=batch, shapes=profile_shapes,
+                               workspace_gib=workspace, timing_cache=timing_cache, verbose=verbose)
+    except TensorRTUnavailable as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    click.echo(f"engine: {plan} (TensorRT {sidecar.tensorrt_version}, {sidecar.gpu}, fp16={sidecar.fp16} via {sidecar.fp16_strategy})")
+    click.echo(f"sidecar: {plan}.json; batch profile {batch[0]}:{batch[1]}:{batch[2]}")

@@ -1,0 +1,278 @@
+"""TensorRT engines with the fna plugins: thin glue over polygraphy's TensorRT loaders.
+
+TensorRT is imported only here and only when used. Everything that can be decided without it
+(the fp16 strategy per TensorRT version, profiles, the sidecar) is plain Python, tested on any
+machine; the calls into TensorRT are a few lines through polygraphy.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+PLUGIN_CREATORS = (("FnaLandmarks", "1", "fna"), ("NystromAttention", "1", "fna"))
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT (or a GPU) is missing; the message says what and how to get it."""
+
+
+def tensorrt_version() -> Optional[str]:
+    try:
+        trt = importlib.import_module("tensorrt")
+    except Exception:
+        return None
+    return str(getattr(trt, "__version__", "0"))
+
+
+def require_tensorrt() -> Any:
+    """The tensorrt module and a CUDA GPU, or TensorRTUnavailable with one sentence."""
+    version = tensorrt_version()
+    if version is None:
+        raise TensorRTUnavailable(
+            "TensorRT is not installed; install it with 'pip install tensorrt' (NVIDIA's wheels, Linux with a "
+            "CUDA GPU) or use NVIDIA's TensorRT container, then run this again"
+        )
+    import torch
+
+    if not torch.cuda.is_available():
+        raise TensorRTUnavailable("TensorRT needs a CUDA GPU and none is visible here (torch.cuda.is_available() is False)")
+    return importlib.import_module("tensorrt")
+
+
+def major_version(version: str) -> int:
+    try:
+        return int(version.split(".")[0])
+    except ValueError:
+        raise ValueError(f"cannot read a TensorRT version from {version!r}") from None
+
+
+def fp16_strategy(version: str, fp16: bool) -> str:
+    """How to get an fp16 engine from this TensorRT: ``"fp32"`` (not asked), ``"builder-flag"``
+    (TensorRT <= 10: BuilderFlag.FP16 on a weakly typed network) or ``"convert-onnx"``
+    (TensorRT >= 11: strongly typed only, so the ONNX itself is converted to fp16 first)."""
+    if not fp16:
+        return "fp32"
+    return "builder-flag" if major_version(version) <= 10 else "convert-onnx"
+
+
+def parse_batch(spec: str) -> tuple[int, int, int]:
+    """``MIN:OPT:MAX`` (or one number for all three) -> (min, opt, max)."""
+    parts = spec.split(":")
+    if len(parts) == 1:
+        parts = parts * 3
+    try:
+        lo, opt, hi = (int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"--batch {spec!r}: expected MIN:OPT:MAX with integers, e.g. 1:4:8") from None
+    if len(spec.split(":")) not in (1, 3) or not 1 <= lo <= opt <= hi:
+        raise ValueError(f"--batch {spec!r}: need 1 <= MIN <= OPT <= MAX, e.g. 1:4:8")
+    return lo, opt, hi
+
+
+def parse_shapes(specs: list[str]) -> dict[str, tuple[list[int], list[int], list[int]]]:
+    """``name:MINxOPTxMAX`` entries where each of MIN/OPT/MAX is a shape like 1,3,224,224."""
+    out = {}
+    for spec in specs:
+        name, sep, rest = spec.rpartition(":")
+        shapes = rest.split("x") if sep else []
+        if not name or len(shapes) != 3:
+            raise ValueError(f"--shapes {spec!r}: expected name:MINxOPTxMAX with shapes like 1,3,224,224")
+        try:
+            dims = [[int(d) for d in s.split(",")] for s in shapes]
+        except ValueError:
+            raise ValueError(f"--shapes {spec!r}: shape dimensions must be integers") from None
+        if len({len(d) for d in dims}) != 1 or any(not lo <= opt <= hi for lo, opt, hi in zip(*dims)):
+            raise ValueError(f"--shapes {spec!r}: MIN <= OPT <= MAX must hold in every dimension")
+        out[name] = (dims[0], dims[1], dims[2])
+    return out
+
+
+@dataclass
+class TensorSpec:
+    name: str
+    dtype: str  # numpy-style name: float32, float16, int32
+    shape: list[int]  # -1 for dynamic
+
+
+@dataclass
+class EngineSidecar:
+    """The JSON written next to a .plan: what Triton configs and runners need to know."""
+
+    tensorrt_version: str
+    gpu: str
+    fp16: bool
+    fp16_strategy: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    profile: dict[str, dict[str, list[int]]]  # input -> {"min", "opt", "max"}
+    onnx: str
+    plugin: Optional[str] = None
+    fna_config: Optional[dict] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def max_batch(self) -> int:
+        return min(p["max"][0] for p in self.profile.values()) if self.profile else 1
+
+    @property
+    def min_batch(self) -> int:
+        return max(p["min"][0] for p in self.profile.values()) if self.profile else 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "EngineSidecar":
+        data = json.loads(text)
+        data["inputs"] = [TensorSpec(**t) for t in data.get("inputs", [])]
+        data["outputs"] = [TensorSpec(**t) for t in data.get("outputs", [])]
+        return cls(**data)
+
+    @staticmethod
+    def path_for(plan: "str | Path") -> Path:
+        return Path(str(plan) + ".json")
+
+
+def default_plugin() -> Optional[str]:
+    """The plugin library `fna-deploy plugin build` made, if any."""
+    try:
+        from ..native import find_library
+    except ImportError:
+        return None
+    found = find_library()
+    return str(found) if found else None
+
+
+def load_plugins(plugin: Optional[str]) -> Any:
+    """Load the fna plugin library into TensorRT and check the creators are registered."""
+    trt = require_tensorrt()
+    plugin = plugin or default_plugin()
+    if not plugin:
+        raise TensorRTUnavailable("no fna plugin library: build it with 'fna-deploy plugin build' or pass --plugin LIB")
+    if not Path(plugin).is_file():
+        raise ValueError(f"plugin library {plugin!r} does not exist")
+    import ctypes
+
+    ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)  # REGISTER_TENSORRT_PLUGIN runs on load
+    registry = trt.get_plugin_registry()
+    missing = [f"{ns}::{name} v{ver}" for name, ver, ns in PLUGIN_CREATORS if registry.get_creator(name, ver, ns) is None]
+    if missing:
+        raise TensorRTUnavailable(f"{plugin} loaded but does not register {', '.join(missing)}; rebuild it with 'fna-deploy plugin build'")
+    return trt
+
+
+def build_engine(
+    onnx_path: "str | Path",
+    plan_path: "str | Path",
+    *,
+    fp16: bool = False,
+    plugin: Optional[str] = None,
+    batch: tuple[int, int, int] = (1, 1, 1),
+    shapes: Optional[dict] = None,
+    workspace_gib: float = 4.0,
+    timing_cache: Optional[str] = None,
+    verbose: bool = False,
+) -> EngineSidecar:
+    """Parse ``onnx_path`` with the fna plugins loaded, build, and write the plan + sidecar atomically."""
+    import onnx
+
+    from ..export.fp16 import convert_to_fp16, is_fp16
+    from ..export.graph import check_writable, read_metadata
+
+    onnx_path, plan_path = Path(onnx_path), Path(plan_path)
+    if not onnx_path.is_file():
+        raise FileNotFoundError(2, "no such ONNX file", str(onnx_path))
+    check_writable(plan_path)
+    trt = load_plugins(plugin)
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.VERBOSE if verbose else G_LOGGER.WARNING
+    strategy = fp16_strategy(trt.__version__, fp16)
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    source = onnx_path
+    with tempfile.TemporaryDirectory() as tmp:
+        if strategy == "convert-onnx" and not is_fp16(onnx.load(str(onnx_path))):
+            source = Path(tmp) / "model_fp16.onnx"
+            onnx.save_model(convert_to_fp16(onnx.load(str(onnx_path))), source)
+        inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+        profile = Profile()
+        profile_dims: dict[str, dict[str, list[int]]] = {}
+        for inp in inputs:
+            if shapes and inp.name in shapes:
+                lo, opt, hi = shapes[inp.name]
+            else:
+                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+                if any(d < 0 for d in dims[1:]):
+                    raise ValueError(f"input {inp.name!r} has dynamic dimensions besides the batch; give --shapes")
+                lo, opt, hi = ([b, *dims[1:]] for b in batch)
+            profile.add(inp.name, lo, opt, hi)
+            profile_dims[inp.name] = {"min": list(lo), "opt": list(opt), "max": list(hi)}
+        strongly_typed = strategy == "convert-onnx" or major_version(trt.__version__) >= 11
+        network = NetworkFromOnnxPath(str(source), strongly_typed=strongly_typed) if strongly_typed else NetworkFromOnnxPath(str(source))
+        config = CreateConfig(
+            fp16=strategy == "builder-flag",
+            profiles=[profile],
+            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))},
+            load_timing_cache=timing_cache if timing_cache and Path(timing_cache).exists() else None,
+        )
+        engine = EngineFromNetwork(network, config, save_timing_cache=timing_cache)()
+        serialized = engine.serialize()
+    from ..utils import write_bytes_atomic
+
+    write_bytes_atomic(plan_path, bytes(serialized))
+    import torch
+
+    meta = read_metadata(model)
+    tensors = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+
+    def spec(name: str) -> TensorSpec:
+        import numpy as np
+
+        return TensorSpec(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name, list(engine.get_tensor_shape(name)))
+
+    sidecar = EngineSidecar(
+        tensorrt_version=trt.__version__,
+        gpu=torch.cuda.get_device_name(0),
+        fp16=fp16,
+        fp16_strategy=strategy,
+        inputs=[spec(t) for t in tensors if engine.get_tensor_mode(t) == trt.TensorIOMode.INPUT],
+        outputs=[spec(t) for t in tensors if engine.get_tensor_mode(t) == trt.TensorIOMode.OUTPUT],
+        profile=profile_dims,
+        onnx=str(onnx_path),
+        plugin=str(plugin or default_plugin()),
+        fna_config=json.loads(meta["fna_config"]) if meta.get("fna_config") else None,
+    )
+    from ..utils import write_text_atomic
+
+    write_text_atomic(EngineSidecar.path_for(plan_path), sidecar.to_json())
+    return sidecar
+
+
+def load_engine_runner(engine_path: "str | Path", plugin: Optional[str], name: str = "trt") -> Any:
+    """A polygraphy TrtRunner for a built engine, with the fna plugins loaded first."""
+    load_plugins(plugin)
+    from polygraphy.backend.common import BytesFromPath
+    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+
+    return TrtRunner(EngineFromBytes(BytesFromPath(str(engine_path))), name=name)
+
+
+__all__ = [
+    "EngineSidecar",
+    "TensorRTUnavailable",
+    "TensorSpec",
+    "build_engine",
+    "fp16_strategy",
+    "load_engine_runner",
+    "load_plugins",
+    "parse_batch",
+    "parse_shapes",
+    "require_tensorrt",
+    "tensorrt_version",
+]

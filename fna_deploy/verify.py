@@ -1,0 +1,196 @@
+"""Parity across implementations through polygraphy runners and its Comparator.
+
+Runners: ``torch-fna`` (the patched PyTorch model, the reference), ``torch-dense`` (the model
+unpatched: measures the approximation itself), ``onnxrt`` (an ONNX file in ONNX Runtime) and
+``trt`` (a TensorRT engine with the fna plugins). polygraphy's Comparator runs them on the same
+feeds and judges each pair against the reference with atol/rtol; we add the metrics a person
+reads: max/mean abs error, relative L2, cosine similarity, top-1 agreement for logits.
+Implementation pairs (torch-fna vs onnxrt / trt) decide the verdict; FNA vs dense is reported only.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+REFERENCE = "torch-fna"
+DENSE = "torch-dense"
+ONNXRT = "onnxrt"
+TRT = "trt"
+INPUT_NAME = "images"
+OUTPUT_NAME = "output"
+
+
+def _quiet_polygraphy() -> None:
+    from polygraphy.logger import G_LOGGER
+
+    G_LOGGER.module_severity = G_LOGGER.ERROR
+
+
+def torch_runner(model: nn.Module, name: str, input_shape: Sequence[int], device: str = "cpu"):
+    """A polygraphy runner around a PyTorch module (polygraphy's PytRunner is CUDA-only)."""
+    from polygraphy.backend.base import BaseRunner
+    from polygraphy.common import TensorMetadata
+
+    class TorchRunner(BaseRunner):
+        def __init__(self) -> None:
+            super().__init__(name=name, prefix=name)
+
+        def activate_impl(self) -> None:
+            self.model = model.to(device).eval()
+
+        def get_input_metadata_impl(self):
+            return TensorMetadata().add(INPUT_NAME, np.float32, [-1, *input_shape[1:]])
+
+        def infer_impl(self, feed_dict):
+            with torch.no_grad():
+                out = self.model(torch.from_numpy(feed_dict[INPUT_NAME]).to(device))
+            out = out[0] if isinstance(out, (tuple, list)) else out
+            return OrderedDict([(OUTPUT_NAME, out.float().cpu().numpy())])
+
+        def deactivate_impl(self) -> None:
+            del self.model
+
+    return TorchRunner()
+
+
+def onnxrt_runner(path: "str | Path"):
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    return OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"]), name=ONNXRT)
+
+
+def trt_runner(engine_path: "str | Path", plugin: Optional[str] = None):
+    from .trt import load_engine_runner
+
+    return load_engine_runner(engine_path, plugin, name=TRT)
+
+
+@dataclass
+class PairResult:
+    reference: str
+    other: str
+    max_abs: float
+    mean_abs: float
+    rel_l2: float
+    cosine: float
+    top1_agreement: Optional[float]
+    polygraphy_passed: bool
+    gating: bool  # an implementation pair, whose failure fails the verification
+
+    @property
+    def passed(self) -> bool:
+        return self.polygraphy_passed
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "passed": self.passed}
+
+
+@dataclass
+class VerifyReport:
+    model: str
+    inputs: str
+    batch: int
+    atol: float
+    rtol: float
+    runners: list[str]
+    pairs: list[PairResult] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(p.passed for p in self.pairs if p.gating)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "inputs": self.inputs,
+            "batch": self.batch,
+            "atol": self.atol,
+            "rtol": self.rtol,
+            "runners": self.runners,
+            "pairs": [p.to_dict() for p in self.pairs],
+            "skipped": self.skipped,
+            "passed": self.passed,
+        }
+
+    def write_json(self, path: "str | Path") -> None:
+        from .utils import write_text_atomic
+
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def pair_metrics(reference: list[np.ndarray], other: list[np.ndarray]) -> dict[str, Any]:
+    ref = np.concatenate([r.astype(np.float64).ravel() for r in reference])
+    oth = np.concatenate([o.astype(np.float64).ravel() for o in other])
+    diff = np.abs(ref - oth)
+    norm = np.linalg.norm(ref)
+    denom = norm * np.linalg.norm(oth)
+    top1 = None
+    if all(r.ndim == 2 and r.shape[1] > 1 for r in reference):  # logits [B, classes]
+        agree = [np.argmax(r, 1) == np.argmax(o, 1) for r, o in zip(reference, other)]
+        top1 = float(np.concatenate(agree).mean())
+    return {
+        "max_abs": float(diff.max()),
+        "mean_abs": float(diff.mean()),
+        "rel_l2": float(np.linalg.norm(ref - oth) / norm) if norm > 0 else float(diff.max()),
+        "cosine": float(ref @ oth / denom) if denom > 0 else float(np.array_equal(ref, oth)),
+        "top1_agreement": top1,
+    }
+
+
+def verify(
+    model: nn.Module,
+    feeds: list[np.ndarray],
+    *,
+    onnx_path: "str | Path | None" = None,
+    engine_path: "str | Path | None" = None,
+    plugin: Optional[str] = None,
+    atol: float = 1e-4,
+    rtol: float = 1e-3,
+    dense: bool = True,
+    model_label: str = "model",
+    inputs_label: str = "random",
+    device: str = "cpu",
+) -> VerifyReport:
+    """Run every available runner on ``feeds`` (float32 [B, C, H, W] arrays) and compare.
+
+    ``model`` must be patched (the FNA reference). The dense runner uses an unpatched copy.
+    """
+    from polygraphy.comparator import Comparator, CompareFunc
+
+    from .patching import patch_record, unpatch
+
+    _quiet_polygraphy()
+    if patch_record(model) is None:
+        raise ValueError("verify needs the FNA-patched model as its reference; patch it first (fna_deploy.patch)")
+    shape = feeds[0].shape
+    runners = [torch_runner(model, REFERENCE, shape, device)]
+    report = VerifyReport(model_label, inputs_label, int(shape[0]), atol, rtol, [])
+    if dense:
+        runners.append(torch_runner(unpatch(copy.deepcopy(model)), DENSE, shape, device))
+    if onnx_path is not None:
+        runners.append(onnxrt_runner(onnx_path))
+    if engine_path is not None:
+        try:
+            runners.append(trt_runner(engine_path, plugin))
+        except RuntimeError as exc:  # no TensorRT / no GPU here: say so, judge the rest
+            report.skipped[TRT] = str(exc)
+    report.runners = [r.name for r in runners]
+    results = Comparator.run(runners, data_loader=[{INPUT_NAME: f.astype(np.float32)} for f in feeds])
+    outputs = {name: [it[OUTPUT_NAME] for it in iterations] for name, iterations in results}
+    compare = CompareFunc.simple(atol=atol, rtol=rtol)
+    for other in report.runners[1:]:
+        accuracy = Comparator.compare_accuracy(results, compare_func=compare, comparisons=[(0, report.runners.index(other))])
+        passed = bool(accuracy)
+        metrics = pair_metrics(outputs[REFERENCE], outputs[other])
+        report.pairs.append(PairResult(REFERENCE, other, polygraphy_passed=passed, gating=other != DENSE, **metrics))
+    return report
