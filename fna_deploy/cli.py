@@ -22,6 +22,9 @@ COMMANDS: dict[str, str] = {
     "analyze": "fna_deploy.commands.analyze:analyze",
     "info": "fna_deploy.commands.info:info",
     "export": "fna_deploy.commands.export:export",
+    "build": "fna_deploy.commands.build:build",
+    "verify": "fna_deploy.commands.verify:verify",
+    "bench": "fna_deploy.commands.bench:bench",
     "plugin": "fna_deploy.commands.plugin:plugin",
 }
 
