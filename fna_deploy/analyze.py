@@ -980,6 +980,7 @@ def write_plots(report: AnalysisReport, directory: "str | os.PathLike[str]") -> 
     """PNG plots: token-norm maps, FNA error against m per layer, predicted savings. Returns the files."""
     try:
         import matplotlib  # Figure objects draw with Agg; pyplot (and its global backend) is never used
+        import matplotlib.ticker
         from matplotlib.colors import LogNorm
         from matplotlib.figure import Figure
     except ImportError:
@@ -1031,12 +1032,22 @@ def write_plots(report: AnalysisReport, directory: "str | os.PathLike[str]") -> 
         for layer in report.layers:
             ms = sorted(layer.fna_error)
             vals = [max(layer.fna_error[m], 1e-12) for m in ms]
-            ax.plot(ms, vals, marker="o", color=cmap(layer.index / max(1, count - 1)), label=f"layer {layer.index}")
+            color = cmap(layer.index / max(1, count - 1))
+            ax.plot(ms, vals, marker="o", color=color, label=f"layer {layer.index}")
+            guarded = layer.fna_error_variants.get("massive")
+            if layer.massive_tokens and guarded and any(guarded[m] != layer.fna_error[m] for m in ms):
+                ax.plot(
+                    ms, [max(guarded[m], 1e-12) for m in ms], marker="x", linestyle="--", color=color,
+                    label=f"layer {layer.index}, massive kept",
+                )
         ax.set_xscale("log", base=2)
+        all_ms = sorted({m for layer in report.layers for m in layer.fna_error})
+        ax.set_xticks(all_ms, labels=[str(m) for m in all_ms])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_yscale("log")
         ax.set_xlabel("landmarks m")
         ax.set_ylabel("relative error of the attention output")
-        ax.set_title(f"FNA error per layer (N = {report.num_tokens} tokens)")
+        ax.set_title(f"FNA error per layer (N = {report.num_tokens} tokens; dashed: massive tokens kept as landmarks)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, ncol=2 if count > 8 else 1, loc="best")
         save(fig, "fna_error.png")
