@@ -49,11 +49,3 @@ def cuda_build(tmp_path_factory) -> native.BuildResult:
     out = Path(existing) if existing else tmp_path_factory.mktemp("fna_cuda_build")
     return native.build(out, cuda_arch=f"{major}{minor}")
 
-
-def cuda_headers_present() -> bool:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("emulate_kernels", native.source_dir() / "plugins/tests/emulate_kernels.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.cuda_include() is not None

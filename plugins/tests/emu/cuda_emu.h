@@ -1,64 +1,103 @@
 // A small CPU emulator of the CUDA constructs the fna kernels use, so that their logic (indexing,
 // block scans, warp reductions, online softmax, synchronisation) is tested on machines without a
-// GPU. Each CUDA thread is a std::thread; blocks run one after another; __syncthreads is a
-// std::barrier over the block; warp shuffles exchange through a per-warp buffer between two
-// per-warp barriers (all kernels here use full warps and full masks). Device memory is host
-// memory. Used by plugins/tests/emulate_kernels.py; not a general CUDA emulator.
+// GPU. Each CUDA thread is a fiber (ucontext) on one OS thread; blocks run one after another;
+// __syncthreads is a barrier over the block's fibers; warp shuffles exchange through a per-warp
+// buffer between two per-warp barriers (all kernels here use full warps and full masks). Threads
+// run in a rotating order between barriers, so code that forgets a barrier tends to read stale
+// data here as well. Device memory is host memory. Used by plugins/tests/emulate_kernels.py; not
+// a general CUDA emulator.
 #pragma once
 
 #include <cuda_fp16.h>  // host-side __half, dim3, uint3, cudaError_t, cudaStream_t
 
-#include <barrier>
+#include <ucontext.h>
+
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <memory>
-#include <thread>
+#include <functional>
 #include <vector>
 
 namespace emu {
 
-struct Block {
-    dim3 grid, block;
-    std::unique_ptr<std::barrier<>> sync;
-    std::vector<std::unique_ptr<std::barrier<>>> warp_sync;
-    std::vector<uint64_t> exchange;  // [warps * 32]
-    std::vector<unsigned char> dynamic_smem;
+struct Fiber {
+    ucontext_t ctx;
+    std::vector<char> stack;
+    uint3 tid;
+    unsigned linear = 0;
+    bool done = false;
+    int waiting = -1;        // barrier id it waits on, -1 if runnable
+    unsigned long gen = 0;   // generation of that barrier when it started waiting
 };
 
-inline thread_local Block* tl_block = nullptr;
-inline thread_local uint3 tl_thread{0, 0, 0};
-inline thread_local uint3 tl_block_idx{0, 0, 0};
+struct Barrier {
+    unsigned size = 0, arrived = 0;
+    unsigned long gen = 0;
+};
 
-inline unsigned linear_thread() {
-    return tl_thread.x + tl_block->block.x * (tl_thread.y + tl_block->block.y * tl_thread.z);
+struct Block {
+    dim3 grid, block;
+    std::vector<Fiber> fibers;
+    std::vector<Barrier> barriers;  // 0: block, 1 + w: warp w
+    std::vector<uint64_t> exchange;  // [warps * 32]
+    std::vector<unsigned char> dynamic_smem;
+    std::function<void()> body;
+    ucontext_t scheduler;
+    Fiber* current = nullptr;
+};
+
+inline Block* g_block = nullptr;
+inline uint3 g_block_idx{0, 0, 0};
+
+inline void arrive(int id) {
+    Block* b = g_block;
+    Barrier& bar = b->barriers[id];
+    if (++bar.arrived == bar.size) {  // last one in: release everybody
+        bar.arrived = 0;
+        ++bar.gen;
+        for (Fiber& f : b->fibers)
+            if (f.waiting == id) f.waiting = -1;
+        return;
+    }
+    Fiber* me = b->current;
+    me->waiting = id;
+    me->gen = bar.gen;
+    swapcontext(&me->ctx, &b->scheduler);
 }
+
+inline void trampoline() {
+    g_block->body();
+    g_block->current->done = true;
+    // returning switches to uc_link (the scheduler)
+}
+
+inline unsigned linear_thread() { return g_block->current->linear; }
+inline unsigned lane() { return linear_thread() % 32; }
 
 template <typename T>
 T warp_exchange(T v, int src_lane) {
     static_assert(sizeof(T) <= 8, "warp_exchange: 8 bytes at most");
-    Block* b = tl_block;
-    const unsigned lin = linear_thread(), warp = lin / 32, lane = lin % 32;
+    Block* b = g_block;
+    const unsigned lin = linear_thread(), warp = lin / 32, ln = lin % 32;
     uint64_t bits = 0;
     std::memcpy(&bits, &v, sizeof(T));
-    b->exchange[warp * 32 + lane] = bits;
-    b->warp_sync[warp]->arrive_and_wait();
+    b->exchange[warp * 32 + ln] = bits;
+    arrive(1 + static_cast<int>(warp));
     const uint64_t got = b->exchange[warp * 32 + static_cast<unsigned>(src_lane)];
-    b->warp_sync[warp]->arrive_and_wait();
+    arrive(1 + static_cast<int>(warp));
     T out;
     std::memcpy(&out, &got, sizeof(T));
     return out;
 }
 
-inline unsigned lane() { return linear_thread() % 32; }
-
 }  // namespace emu
 
-#define threadIdx (::emu::tl_thread)
-#define blockIdx (::emu::tl_block_idx)
-#define blockDim (::emu::tl_block->block)
-#define gridDim (::emu::tl_block->grid)
+#define threadIdx (::emu::g_block->current->tid)
+#define blockIdx (::emu::g_block_idx)
+#define blockDim (::emu::g_block->block)
+#define gridDim (::emu::g_block->grid)
 #define __global__
 #define __device__
 #define __host__
@@ -66,9 +105,9 @@ inline unsigned lane() { return linear_thread() % 32; }
 #define __shared__ static
 #define __launch_bounds__(...)
 #define __expf expf
-#define EMU_DYNAMIC_SMEM() (static_cast<void*>(::emu::tl_block->dynamic_smem.data()))
+#define EMU_DYNAMIC_SMEM() (static_cast<void*>(::emu::g_block->dynamic_smem.data()))
 
-inline void __syncthreads() { emu::tl_block->sync->arrive_and_wait(); }
+inline void __syncthreads() { emu::arrive(0); }
 
 template <typename T>
 T __shfl_xor_sync(unsigned, T v, int lane_mask) {
@@ -106,33 +145,61 @@ inline cudaError_t cudaFree(void* p) { std::free(p); return cudaSuccess; }
 inline cudaError_t cudaMemcpy(void* d, const void* s, size_t n, cudaMemcpyKind) { std::memcpy(d, s, n); return cudaSuccess; }
 
 // kernel<<<grid, block, smem, stream>>>(args...) is rewritten to emu_launch(kernel, grid, block, smem, stream, args...).
-// One std::thread per CUDA thread of a block, reused for every block of the grid (blocks run one
-// after another, separated by a barrier, so static __shared__ storage is reused like on a GPU).
 template <typename K, typename... Args>
 void emu_launch(K kernel, dim3 grid, dim3 block, size_t smem, cudaStream_t, Args... args) {
     const unsigned n = block.x * block.y * block.z;
     if (n % 32 != 0) std::abort();  // the kernels here use whole warps
+    constexpr size_t kStack = 128 * 1024;
     emu::Block b;
     b.grid = grid;
     b.block = block;
-    b.sync = std::make_unique<std::barrier<>>(n);
-    for (unsigned w = 0; w < n / 32; ++w) b.warp_sync.push_back(std::make_unique<std::barrier<>>(32));
+    b.fibers.resize(n);
+    for (unsigned t = 0; t < n; ++t) {
+        b.fibers[t].stack.resize(kStack);
+        b.fibers[t].linear = t;
+        b.fibers[t].tid = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
+    }
+    b.barriers.resize(1 + n / 32);
+    b.barriers[0].size = n;
+    for (unsigned w = 0; w < n / 32; ++w) b.barriers[1 + w].size = 32;
     b.exchange.assign(n, 0);
     b.dynamic_smem.assign(smem + 16, 0xCD);  // garbage-filled, like real shared memory
-    std::barrier<> block_done(n);
-    std::vector<std::thread> threads;
-    threads.reserve(n);
-    for (unsigned t = 0; t < n; ++t)
-        threads.emplace_back([&, t] {
-            emu::tl_block = &b;
-            emu::tl_thread = uint3{t % block.x, (t / block.x) % block.y, t / (block.x * block.y)};
-            for (unsigned z = 0; z < grid.z; ++z)
-                for (unsigned y = 0; y < grid.y; ++y)
-                    for (unsigned x = 0; x < grid.x; ++x) {
-                        emu::tl_block_idx = uint3{x, y, z};
-                        kernel(args...);
-                        block_done.arrive_and_wait();
+    b.body = [&] { kernel(args...); };
+    emu::g_block = &b;
+    unsigned rotate = 0;
+    for (unsigned z = 0; z < grid.z; ++z)
+        for (unsigned y = 0; y < grid.y; ++y)
+            for (unsigned x = 0; x < grid.x; ++x) {
+                emu::g_block_idx = uint3{x, y, z};
+                for (auto& bar : b.barriers) bar.arrived = 0;
+                for (emu::Fiber& f : b.fibers) {
+                    f.done = false;
+                    f.waiting = -1;
+                    getcontext(&f.ctx);
+                    f.ctx.uc_stack.ss_sp = f.stack.data();
+                    f.ctx.uc_stack.ss_size = f.stack.size();
+                    f.ctx.uc_link = &b.scheduler;
+                    makecontext(&f.ctx, emu::trampoline, 0);
+                }
+                unsigned done = 0;
+                while (done < n) {
+                    bool progressed = false;
+                    done = 0;
+                    ++rotate;
+                    for (unsigned k = 0; k < n; ++k) {
+                        emu::Fiber& f = b.fibers[(k + rotate * 7) % n];
+                        if (f.done) { ++done; continue; }
+                        if (f.waiting >= 0) continue;
+                        b.current = &f;
+                        swapcontext(&b.scheduler, &f.ctx);
+                        progressed = true;
+                        if (f.done) ++done;
                     }
-        });
-    for (auto& th : threads) th.join();
+                    if (!progressed && done < n) {
+                        std::fprintf(stderr, "emu: deadlock in block (%u,%u,%u): threads wait on a barrier others never reach\n", x, y, z);
+                        std::abort();
+                    }
+                }
+            }
+    emu::g_block = nullptr;
 }
