@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     "verify": "fna_deploy.commands.verify:verify",
     "bench": "fna_deploy.commands.bench:bench",
     "plugin": "fna_deploy.commands.plugin:plugin",
+    "triton": "fna_deploy.commands.triton:triton",
+    "serve": "fna_deploy.commands.serve:serve",
+    "infer": "fna_deploy.commands.infer:infer",
 }
 
 EXIT_USAGE = 2  # bad input, or a missing dependency / device the user has to provide

@@ -583,7 +583,7 @@ def _quote(text: str) -> str:
 
 def perf_analyzer_command(name: str, *, url: str = f"{LOOPBACK}:8000", max_concurrency: int = 16, batch: int = 1,
                           input_shape: Optional[Sequence[int]] = None, input_name: str = "images") -> str:
-    """perf_analyzer concurrency sweep (1, 2, 4 ... ``max_concurrency``), p95 latency, CSV report."""
+    """perf_analyzer concurrency sweep (1 to ``max_concurrency`` in strides of 2), p95 latency, CSV report."""
     parts = [
         "perf_analyzer", "-m", name, "-u", url, "-i", "http", "-b", str(batch),
         "--concurrency-range", f"1:{max_concurrency}:2", "--stability-percentage", "10",
@@ -656,6 +656,9 @@ def write_repository(
     repository.mkdir(parents=False, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{options.name}.staging.", dir=repository))
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the server may run as another user
         version_dir = staging / str(options.version)
         version_dir.mkdir()
         if options.backend == "tensorrt":
@@ -929,7 +932,7 @@ class TritonServer:
             raise ServerError("this server was already started")
         for port in (self.http_port, self.grpc_port, self.metrics_port):
             if port_in_use(port):
-                raise ServerError(f"port {port} on {LOOPBACK} is already in use; choose another")
+                raise ValueError(f"port {port} on {LOOPBACK} is already in use; choose another")
         self._prepare_backends()
         assert self._workdir is not None
         if self.log_path is None:

@@ -1,0 +1,182 @@
+"""``fna-deploy infer``: one request to a Triton server, optionally checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from ..cli import EXIT_FAILED, CliError, user_errors
+from .common import FNA_OPTION_NAMES, config_from_options, fna_options, load_cli_model
+
+
+def _input_shape(config: dict, batch: int, resolution: Optional[int]) -> tuple[str, list[int]]:
+    inputs = config.get("input", [])
+    if len(inputs) != 1:
+        raise CliError(f"the model has {len(inputs)} inputs; infer sends one image batch to a one-input model")
+    spec = inputs[0]
+    dims = [int(d) for d in spec["dims"]]
+    if int(config.get("max_batch_size", 0)) > 0:
+        if batch > int(config["max_batch_size"]):
+            raise CliError(f"--batch {batch} exceeds the model's max_batch_size {config['max_batch_size']}")
+        dims = [batch, *dims]
+    elif dims[0] not in (-1, batch):
+        raise CliError(f"the model has a static batch of {dims[0]}; pass --batch {dims[0]}")
+    else:
+        dims[0] = batch
+    if len(dims) != 4:
+        raise CliError(f"input {spec['name']!r} has shape {dims}; infer sends images [N, C, H, W]")
+    if any(d == -1 for d in dims[1:]):
+        if resolution is None or dims[1] == -1:
+            raise CliError("the model's input size is dynamic; give --resolution")
+        dims[2] = dims[3] = resolution
+    return spec["name"], dims
+
+
+def _images(image: Optional[str], shape: list[int], model: Any, seed: int):
+    from ..images import load_images, random_images
+
+    size = (shape[2], shape[3])
+    if image is None:
+        return random_images(shape[0], model, img_size=size, seed=seed)
+    path = Path(image)
+    if path.is_dir():
+        pixels = load_images(path, model, img_size=size, limit=shape[0])
+    elif path.is_file():
+        with tempfile.TemporaryDirectory() as tmp:  # load_images reads folders
+            os.symlink(path.resolve(), Path(tmp) / path.name)
+            pixels = load_images(tmp, model, img_size=size)
+    else:
+        raise FileNotFoundError(2, "no such image file or folder", str(path))
+    if pixels.shape[1] != shape[1]:
+        raise CliError(f"the images have {pixels.shape[1]} channels, the model takes {shape[1]}")
+    return pixels
+
+
+def _served_fna_config(config: dict) -> Optional[str]:
+    params = config.get("parameters", {}) or {}
+    value = params.get("fna_config", {})
+    return value.get("string_value") if isinstance(value, dict) else None
+
+
+@click.command()
+@click.argument("url")
+@click.argument("model_name")
+@click.option("--image", type=click.Path(), help="An image file, or a folder of images (up to --batch of them).")
+@click.option("--random", "use_random", is_flag=True, help="Random pixels, normalised like images (the default).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the request (random inputs).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--compare", "compare_model", metavar="MODEL", help="Check the answer against this PyTorch model (timm:NAME, hf:DIR, .pt2, .pt), patched with the served FNA config.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for --compare timm:NAME / hf:DIR.")
+@click.option("--arch", metavar="timm:NAME", help="Architecture when --compare is a bare weights file.")
+@click.option("--allow-pickle", is_flag=True, help="Allow a pickled .pt module for --compare (runs code from the file).")
+@click.option("--resolution", type=click.IntRange(min=1), help="Input resolution (default: the served model's input size).")
+@fna_options
+@click.option("--dense", is_flag=True, help="Compare against the unpatched model (for a dense export).")
+@click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Classes to print for the first image.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result (and comparison) as JSON.")
+@click.pass_context
+@user_errors
+def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], use_random: bool, batch: int, seed: int,
+          compare_model: Optional[str], checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool,
+          resolution: Optional[int], dense: bool, top_k: int, json_path: Optional[str], **fna: Any) -> None:
+    """Send one request to MODEL_NAME on the Triton server at URL (host:port, HTTP) and print the answer.
+
+    With --compare MODEL the same input runs through PyTorch and the outputs are compared
+    (fp32: max abs error <= 1e-4 relative to outputs above 1; fp16: cosine >= 0.999); a failed
+    comparison exits 1. The FNA config defaults to the one the repository recorded from the
+    export (config.pbtxt parameter fna_config); FNA flags given here override it.
+
+    \b
+    Example:
+      fna-deploy infer 127.0.0.1:8000 vit_fna --random --batch 4 --compare timm:vit_base_patch16_224
+    """
+    import numpy as np
+    import torch
+    from rich.console import Console
+
+    from ..triton import TritonHttpClient
+
+    if image is not None and use_random:
+        raise CliError("give --image or --random, not both")
+    if compare_model is None and (checkpoint or arch or allow_pickle or dense):
+        raise CliError("--checkpoint, --arch, --allow-pickle and --dense describe the --compare model; add --compare MODEL")
+    explicit_fna = {
+        n for n in FNA_OPTION_NAMES if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)
+    }
+    if dense and explicit_fna:
+        raise CliError("--dense compares against the unpatched model; drop the FNA flags")
+    if json_path:
+        from ..export.graph import check_writable
+
+        check_writable(Path(json_path))
+    console = Console()
+    with TritonHttpClient(url) as client:
+        config = client.model_config(model_name)
+        input_name, shape = _input_shape(config, batch, resolution)
+        reference_model = None
+        fna_config = None
+        if compare_model is not None:
+            # timm/HF architectures are built at the served resolution; finished modules keep their own
+            buildable = arch is not None or compare_model.startswith(("timm:", "hf:"))
+            size = resolution if resolution is not None else (shape[2] if buildable else None)
+            reference_model = load_cli_model(compare_model, checkpoint, arch, allow_pickle, size)
+            if not dense:
+                served = _served_fna_config(config)
+                if explicit_fna or not served:
+                    fna_config = config_from_options(fna)
+                else:
+                    from ..config import FNAConfig
+
+                    fna_config = FNAConfig.from_json(served)
+                from ..patching import patch
+
+                patch(reference_model, fna_config)
+        pixels = _images(image, shape, reference_model, seed)
+        result = client.infer(model_name, {input_name: pixels.numpy()})
+    outputs = result.outputs
+    first = next(iter(outputs))
+    answer = outputs[first]
+    console.print(f"{model_name} at {client.url}: {first} {list(answer.shape)} {answer.dtype}, {result.seconds * 1000:.1f} ms", highlight=False)
+    record: dict[str, Any] = {
+        "url": client.url, "model": model_name, "input": input_name, "input_shape": list(pixels.shape),
+        "outputs": {k: list(v.shape) for k, v in outputs.items()}, "seconds": result.seconds,
+    }
+    if top_k and answer.ndim == 2 and np.issubdtype(answer.dtype, np.floating):
+        scores = torch.from_numpy(answer[0].astype(np.float32)).softmax(-1)
+        values, indices = scores.topk(min(top_k, scores.numel()))
+        record["top_k"] = [[int(i), float(v)] for v, i in zip(values, indices)]
+        console.print("top-%d of the first image: %s" % (len(indices), ", ".join(f"{int(i)} ({float(v):.3f})" for v, i in zip(values, indices))), highlight=False)
+    failed = False
+    if reference_model is not None:
+        from ..export.check import compare
+
+        with torch.inference_mode():
+            reference = reference_model(pixels)
+        if isinstance(reference, (tuple, list)):
+            reference = reference[0]
+        reference = reference.detach().float().numpy()
+        params = config.get("parameters", {}) or {}
+        fp16 = answer.dtype == np.float16 or params.get("fp16", {}).get("string_value") == "true"
+        if reference.shape != answer.shape:
+            raise CliError(f"PyTorch gives {list(reference.shape)} but the server gave {list(answer.shape)}; is --compare the served model?",
+                           exit_code=EXIT_FAILED)
+        parity = compare(reference, answer, batch=shape[0], output=first, fp16=fp16)
+        record["compare"] = {"model": compare_model, "fna_config": fna_config.to_dict() if fna_config else None, **parity.to_dict()}
+        verdict = "[green]ok[/green]" if parity.passed else "[red]FAILED[/red]"
+        source = "dense" if dense else ("from the flags" if explicit_fna or not _served_fna_config(config) else "served config")
+        console.print(f"vs PyTorch {compare_model} (FNA {source}): {verdict} max abs {parity.max_abs:.2e}, "
+                      f"cosine {parity.cosine:.6f} ({parity.criterion})")
+        failed = not parity.passed
+        if failed:
+            record["failure"] = parity.describe()
+    if json_path:
+        from ..utils import write_text_atomic
+
+        write_text_atomic(json_path, json.dumps(record, indent=2) + "\n")
+    if failed:
+        raise CliError(f"the server's answer does not match PyTorch: {record['failure']}", exit_code=EXIT_FAILED)

@@ -1,0 +1,81 @@
+"""``fna-deploy serve``: a local Triton server (127.0.0.1 only) on a model repository."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import click
+
+from ..cli import EXIT_FAILED, CliError, user_errors
+
+PORT = click.IntRange(1, 65535)
+
+
+@click.command()
+@click.argument("repository", type=click.Path(file_okay=False))
+@click.option("--http-port", type=PORT, default=8000, show_default=True)
+@click.option("--grpc-port", type=PORT, default=8001, show_default=True)
+@click.option("--metrics-port", type=PORT, default=8002, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait for all models to load.")
+@click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Write the server's log to this file (default: a temporary file, shown on failure).")
+@click.option("--verbose", is_flag=True, help="Verbose server log.")
+@user_errors
+def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, timeout: float,
+          log_path: Optional[str], verbose: bool) -> None:
+    """Run tritonserver on REPOSITORY, bound to 127.0.0.1, until Ctrl-C or SIGTERM.
+
+    Uses tritonserver from PATH if present, else the one bundled in nvidia-pytriton (pip install
+    'fna-deploy[triton]'; it has the python backend only, so it serves --backend python
+    repositories). Plugin libraries of tensorrt models in the repository are passed with
+    --backend-config=tensorrt,plugins=...
+
+    \b
+    Example:
+      fna-deploy triton vit_fna.onnx -o repo --backend python
+      fna-deploy serve repo
+      fna-deploy infer 127.0.0.1:8000 vit_fna --random --compare timm:vit_base_patch16_224
+    """
+    from rich.console import Console
+
+    from ..triton import ServerError, TritonServer, check_repository
+
+    names = check_repository(repository)
+    console = Console()
+    server = TritonServer(Path(repository), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                          log_path=log_path, verbose=verbose)
+    stop_requested = False
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        console.print(f"starting {server.binary.describe()} on {', '.join(names)} ...", highlight=False)
+        try:
+            server.start(timeout=timeout)
+        except ServerError as exc:
+            tail = str(exc).split("\n", 1)[1:]
+            if tail:
+                click.echo(tail[0], err=True)
+            raise CliError(str(exc).split("\n")[0] + f" (log: {server.log_path})", exit_code=EXIT_FAILED) from None
+        console.print(f"[green]ready[/green]: {len(names)} model(s): {', '.join(names)}")
+        console.print(f"  HTTP     http://{server.http_url}", highlight=False)
+        console.print(f"  gRPC     {server.grpc_url}", highlight=False)
+        console.print(f"  metrics  {server.metrics_url}", highlight=False)
+        console.print(f"  log      {server.log_path}", highlight=False)
+        console.print(f"try: fna-deploy infer {server.http_url} {names[0]} --random", highlight=False)
+        console.print("Ctrl-C stops the server.")
+        while server.running:
+            time.sleep(0.5)
+        code = server.process.returncode if server.process else None
+        raise CliError(f"tritonserver exited on its own with code {code} (log: {server.log_path})", exit_code=EXIT_FAILED)
+    except KeyboardInterrupt:
+        stop_requested = True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        code = server.stop()
+    if stop_requested:
+        console.print(f"stopped (tritonserver exit code {code})")

@@ -1,0 +1,112 @@
+"""``fna-deploy triton``: a Triton model repository for an engine or a portable ONNX export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from ..cli import CliError, user_errors
+
+
+def _preferred(value: Optional[str]) -> list[int]:
+    if not value:
+        return []
+    try:
+        sizes = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise CliError(f"--preferred-batch {value!r}: expected comma-separated batch sizes such as 4,8") from None
+    if not sizes:
+        raise CliError(f"--preferred-batch {value!r}: expected comma-separated batch sizes such as 4,8")
+    return sizes
+
+
+def _default_backend(artifact: Path) -> str:
+    if artifact.suffix in (".plan", ".engine"):
+        return "tensorrt"
+    if artifact.suffix == ".onnx":
+        return "onnxruntime"
+    raise CliError(f"cannot tell the backend from {artifact.name!r}: give --backend (a .plan for tensorrt, a portable .onnx otherwise)")
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "repository", required=True, type=click.Path(file_okay=False), help="Model repository folder (created if missing; other models in it are kept).")
+@click.option("--name", help="Model name in the repository (default: the artifact's file name).")
+@click.option("--version", "model_version", type=int, default=1, show_default=True, help="Model version folder.")
+@click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime", "python"]), default=None,
+              help="tensorrt: a .plan engine; onnxruntime: a portable .onnx (GPU, optional TensorRT accelerator); python: a portable .onnx run by ONNX Runtime in a Python-backend model.py (CPU). Default: from the file suffix.")
+@click.option("--max-batch-size", type=int, default=None, help="Triton max_batch_size (default: the engine profile's max batch, or 8 for ONNX; 0 for a static batch).")
+@click.option("--instances", type=int, default=1, show_default=True, help="Model instances (instance_group count).")
+@click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library to copy into the repository (tensorrt; onnxruntime adds the TensorRT accelerator with it).")
+@click.option("--dynamic-batching/--no-dynamic-batching", default=None, help="Triton's dynamic batcher (default: on when the model batches).")
+@click.option("--preferred-batch", metavar="4,8", help="Preferred batch sizes for the dynamic batcher.")
+@click.option("--queue-delay-us", type=int, default=0, show_default=True, help="Max queue delay of the dynamic batcher, microseconds.")
+@click.option("--cpu", is_flag=True, help="Run the instances on CPU (KIND_CPU; the python backend's default).")
+@click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
+@user_errors
+def triton(artifact: str, repository: str, name: Optional[str], model_version: int, backend: Optional[str],
+           max_batch_size: Optional[int], instances: int, plugin: Optional[str], dynamic_batching: Optional[bool],
+           preferred_batch: Optional[str], queue_delay_us: int, cpu: bool, force: bool) -> None:
+    """Write a Triton Inference Server model repository for ARTIFACT.
+
+    ARTIFACT is an engine (.plan, from fna-deploy build; tensors and batch profile read from its
+    ENGINE.plan.json sidecar) or a portable ONNX export (fna-deploy export --target portable).
+    The config.pbtxt is parsed back with Triton's own ModelConfig protobuf before anything is
+    written; the model folder appears all at once or not at all.
+
+    \b
+    Examples:
+      fna-deploy triton vit_fna.onnx -o repo --backend python
+      fna-deploy triton vit_fna.plan -o repo --plugin libfna_plugins.so --preferred-batch 4,8
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..triton import RepositoryOptions, default_name, write_repository
+
+    path = Path(artifact)
+    backend = backend or _default_backend(path)
+    options = RepositoryOptions(
+        name=name if name is not None else default_name(path),
+        backend=backend,
+        version=model_version,
+        max_batch_size=max_batch_size,
+        instances=instances,
+        dynamic_batching=dynamic_batching,
+        preferred_batch_sizes=_preferred(preferred_batch),
+        queue_delay_us=queue_delay_us,
+        plugin=plugin,
+        gpu=False if cpu else None,
+    )
+    try:
+        report = write_repository(path, repository, options, force=force)
+    except FileExistsError as exc:
+        raise CliError(f"{exc.filename} already exists; pass --force to replace it") from None
+    except NotADirectoryError as exc:
+        raise CliError(f"{exc.filename} is not a folder; give a model repository folder with -o") from None
+    console = Console()
+    table = Table(title="fna-deploy triton", show_header=False)
+    table.add_column("item", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("model", f"{report.name} (version {report.version}, {report.backend} backend)")
+    table.add_row("folder", report.model_dir)
+    table.add_row("max_batch_size", str(report.max_batch_size))
+    for label, tensors in (("input", report.inputs), ("output", report.outputs)):
+        for t in tensors:
+            table.add_row(label, f"{t['name']} {t['dtype']} {t['shape']}")
+    if report.plugin:
+        table.add_row("plugin", report.plugin)
+    table.add_row("files", "\n".join(report.files))
+    console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}")
+    if backend == "python":
+        console.print("serve it (CPU is enough):")
+        console.print(f"  fna-deploy serve {report.repository}", soft_wrap=True)
+    else:
+        console.print("serve it (Triton container or a tritonserver with the tensorrt/onnxruntime backends):")
+        console.print(f"  {report.server_command}", soft_wrap=True)
+    console.print("measure it (concurrency sweep, after the server is up):")
+    console.print(f"  {report.perf_analyzer_command}", soft_wrap=True)
