@@ -246,7 +246,7 @@ def run_bench(
             for m in usable:
                 speed = stats["dense"]["median_ms"] / stats[f"fna{m}"]["median_ms"]
                 bound = estimate(tokens, info.embed_dim, info.num_heads, info.num_blocks, n_fna, m).bound
-                report.speedups.append(Speedup(backend, res, tokens, m, round(speed, 3), round(bound, 3), round(speed / bound, 3)))
+                report.speedups.append(Speedup(backend, res, tokens, m, speed, bound, speed / bound))
             done += 1
     if progress:
         progress("done", total, total)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,8 +52,10 @@ def torch_runner(model: nn.Module, name: str, input_shape: Sequence[int], device
             return TensorMetadata().add(INPUT_NAME, np.float32, [-1, *input_shape[1:]])
 
         def infer_impl(self, feed_dict):
+            started = time.perf_counter()
             with torch.no_grad():
                 out = self.model(torch.from_numpy(feed_dict[INPUT_NAME]).to(device))
+            self.inference_time = time.perf_counter() - started  # polygraphy sums these
             out = out[0] if isinstance(out, (tuple, list)) else out
             return OrderedDict([(OUTPUT_NAME, out.float().cpu().numpy())])
 
@@ -165,7 +168,8 @@ def verify(
 
     ``model`` must be patched (the FNA reference). The dense runner uses an unpatched copy.
     """
-    from polygraphy.comparator import Comparator, CompareFunc
+    import polygraphy.comparator as comparator
+    from polygraphy.comparator import Comparator
 
     from .patching import patch_record, unpatch
 
@@ -187,7 +191,8 @@ def verify(
     report.runners = [r.name for r in runners]
     results = Comparator.run(runners, data_loader=[{INPUT_NAME: f.astype(np.float32)} for f in feeds])
     outputs = {name: [it[OUTPUT_NAME] for it in iterations] for name, iterations in results}
-    compare = CompareFunc.simple(atol=atol, rtol=rtol)
+    simple = getattr(comparator, "SimpleCompareFunc", None)  # polygraphy >= 0.50; CompareFunc.simple before
+    compare = simple(atol=atol, rtol=rtol) if simple else comparator.CompareFunc.simple(atol=atol, rtol=rtol)
     for other in report.runners[1:]:
         accuracy = Comparator.compare_accuracy(results, compare_func=compare, comparisons=[(0, report.runners.index(other))])
         passed = bool(accuracy)
