@@ -240,6 +240,7 @@ def export_flags(
     massive_ratio: float = 0.0,
     artifact_ratio: float = 0.0,
     method: str = "fps",
+    features: str = "q",
     pinv_iters: int = 6,
     resolution: Optional[int] = None,
 ) -> str:
@@ -250,6 +251,8 @@ def export_flags(
     flags += [f"--landmarks {num_landmarks}", f"--layers {format_layers(layers)}"]
     if method != "fps":
         flags.append(f"--method {method}")
+    if features != "q":
+        flags.append(f"--features {features}")
     if massive_ratio:
         flags.append(f"--massive-ratio {_ratio(massive_ratio)}")
     if artifact_ratio:
@@ -904,6 +907,7 @@ def _recommend(
         massive_ratio=massive,
         artifact_ratio=artifact,
         method=base.method,
+        features=base.features,
         pinv_iters=base.pinv_iters,
         resolution=resolution,
     )

@@ -320,6 +320,23 @@ def test_format_layers_and_export_flags():
     )
 
 
+def test_export_accepts_the_recommended_flags(planted):
+    """The flags parse as the real ``fna-deploy export`` options, to the recommended config."""
+    export_module = pytest.importorskip("fna_deploy.commands.export")
+    rec = planted[2].recommendation
+    flags = export_flags(
+        rec.num_landmarks, rec.layers, massive_ratio=10.0, artifact_ratio=4.0, method="grid",
+        features="k", pinv_iters=9, resolution=32,
+    )
+    command = export_module.export
+    ctx = command.make_context("export", ["timm:vit_tiny_patch16_224", *flags.split()])
+    value = {opt: ctx.params[p.name] for p in command.params for opt in p.opts}  # by flag name
+    assert value["--landmarks"] == rec.num_landmarks and value["--resolution"] == 32
+    assert parse_layers(value["--layers"], 4) == rec.layers
+    assert (value["--massive-ratio"], value["--artifact-ratio"]) == (10.0, 4.0)
+    assert (value["--method"], value["--features"], value["--pinv-iters"]) == ("grid", "k", 9)
+
+
 def test_model_is_left_as_it_was(planted):
     model, x, _ = planted
     with torch.no_grad():
