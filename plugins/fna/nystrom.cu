@@ -18,8 +18,10 @@ namespace fna {
 namespace cuda {
 namespace {
 
-constexpr int kRowsPerCta = 8;  // one warp per query row
-constexpr int kAttnThreads = kRowsPerCta * 32;
+constexpr int kWarpsPerCta = 8;
+constexpr int kRowsPerWarp = 4;  // each warp streams the key tiles for 4 query rows (tile reuse)
+constexpr int kRowsPerCta = kWarpsPerCta * kRowsPerWarp;
+constexpr int kAttnThreads = kWarpsPerCta * 32;
 constexpr int kTile = 32;  // keys per shared-memory tile
 
 struct AttnArgs {
@@ -40,7 +42,9 @@ __device__ __forceinline__ int gather_row(const int32_t* idx, int b, int m, int 
     return gather ? idx[static_cast<int64_t>(b) * m + r] : r;
 }
 
-// Softmax attention of nq query rows over nk keys for one (b, h) and one key split.
+// Softmax attention of nq query rows over nk keys for one (b, h) and one key split. The CTA
+// stages 32-key tiles of K and V in shared memory; each warp owns kRowsPerWarp query rows, lane j
+// scores key j of the tile for all of them, and the rows' running (max, sum, acc) live in registers.
 template <typename T, typename TV, typename TO, int NV>
 __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnArgs p) {
     extern __shared__ float smem[];
@@ -51,22 +55,34 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnArgs p) {
 
     const int bh = blockIdx.z, b = bh / p.H, split = blockIdx.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int row = blockIdx.x * kRowsPerCta + warp;
-    const bool active = row < p.nq;
+    const int row0 = blockIdx.x * kRowsPerCta + warp * kRowsPerWarp;  // this warp's first row
+    const bool warp_active = row0 < p.nq;
     const T* q = static_cast<const T*>(p.q) + static_cast<int64_t>(bh) * p.N * d;
     const T* k = static_cast<const T*>(p.k) + static_cast<int64_t>(bh) * p.N * d;
     const TV* v = static_cast<const TV*>(p.v) + static_cast<int64_t>(bh) * (p.v_local ? p.m : p.N) * dv;
 
-    if (active) {
-        const int qr = gather_row(p.idx, b, p.m, row, p.q_gather);
-        for (int c = lane; c < d; c += 32) s_q[warp * d + c] = to_float(q[static_cast<int64_t>(qr) * d + c]) * p.scale;
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+        const int row = row0 + r;
+        float* dst = s_q + (warp * kRowsPerWarp + r) * d;
+        if (row < p.nq) {
+            const int qr = gather_row(p.idx, b, p.m, row, p.q_gather);
+            for (int c = lane; c < d; c += 32) dst[c] = to_float(q[static_cast<int64_t>(qr) * d + c]) * p.scale;
+        } else {
+            for (int c = lane; c < d; c += 32) dst[c] = 0.f;
+        }
     }
     const int k_begin = split * p.keys_per_split;
     const int k_end = min(p.nk, k_begin + p.keys_per_split);
 
-    float m_run = -INFINITY, l_run = 0.f, acc[NV];
+    float m_run[kRowsPerWarp], l_run[kRowsPerWarp], acc[kRowsPerWarp][NV];
 #pragma unroll
-    for (int r = 0; r < NV; ++r) acc[r] = 0.f;
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+        m_run[r] = -INFINITY;
+        l_run[r] = 0.f;
+#pragma unroll
+        for (int c = 0; c < NV; ++c) acc[r][c] = 0.f;
+    }
 
     for (int kt = k_begin; kt < k_end; kt += kTile) {
         __syncthreads();  // previous tile consumed (and s_q written before the first)
@@ -86,50 +102,70 @@ __global__ void __launch_bounds__(kAttnThreads) attention_kernel(AttnArgs p) {
             s_v[j * dv + c] = val;
         }
         __syncthreads();
-        if (!active) continue;
-        // lane j scores key kt + j
-        float logit = -INFINITY;
-        if (kt + lane < k_end) {
-            float dot = 0.f;
-            const float* kr = s_k + lane * (d + 1);
-            const float* qr = s_q + warp * d;
-            for (int c = 0; c < d; ++c) dot += qr[c] * kr[c];
-            logit = dot;
-        }
-        const float tile_max = warp_max(logit);
-        const float m_new = fmaxf(m_run, tile_max);
-        const float corr = m_run == -INFINITY ? 0.f : __expf(m_run - m_new);
-        const float pj = logit == -INFINITY ? 0.f : __expf(logit - m_new);
-        l_run = l_run * corr + warp_sum(pj);
-        m_run = m_new;
+        if (!warp_active) continue;
+        // lane j scores key kt + j against the warp's rows
+        float dot[kRowsPerWarp];
 #pragma unroll
-        for (int r = 0; r < NV; ++r) acc[r] *= corr;
+        for (int r = 0; r < kRowsPerWarp; ++r) dot[r] = 0.f;
+        const bool key_ok = kt + lane < k_end;
+        if (key_ok) {
+            const float* kr = s_k + lane * (d + 1);
+            const float* qw = s_q + warp * kRowsPerWarp * d;
+            for (int c = 0; c < d; ++c) {
+                const float kv = kr[c];
+#pragma unroll
+                for (int r = 0; r < kRowsPerWarp; ++r) dot[r] += qw[r * d + c] * kv;
+            }
+        }
+        float pj[kRowsPerWarp];
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r) {
+            const float logit = (key_ok && row0 + r < p.nq) ? dot[r] : -INFINITY;
+            const float m_new = fmaxf(m_run[r], warp_max(logit));
+            const float corr = m_run[r] == -INFINITY ? 0.f : __expf(m_run[r] - m_new);
+            pj[r] = logit == -INFINITY ? 0.f : __expf(logit - m_new);
+            l_run[r] = l_run[r] * corr + warp_sum(pj[r]);
+            m_run[r] = m_new;
+#pragma unroll
+            for (int c = 0; c < NV; ++c) acc[r][c] *= corr;
+        }
         const int nkeys = min(kTile, k_end - kt);
         for (int j = 0; j < nkeys; ++j) {
-            const float w = __shfl_sync(0xffffffffu, pj, j);
+            float w[kRowsPerWarp];
 #pragma unroll
-            for (int r = 0; r < NV; ++r) {
-                const int c = lane + 32 * r;
-                if (c < dv) acc[r] += w * s_v[j * dv + c];
+            for (int r = 0; r < kRowsPerWarp; ++r) w[r] = __shfl_sync(0xffffffffu, pj[r], j);
+#pragma unroll
+            for (int c = 0; c < NV; ++c) {
+                const int col = lane + 32 * c;
+                if (col < dv) {
+                    const float vv = s_v[j * dv + col];
+#pragma unroll
+                    for (int r = 0; r < kRowsPerWarp; ++r) acc[r][c] += w[r] * vv;
+                }
             }
         }
     }
-    if (!active) return;
-    if (p.nsplit == 1) {
-        TO* out = static_cast<TO*>(p.out) + (static_cast<int64_t>(bh) * p.nq + row) * dv;
-        const float inv = l_run > 0.f ? 1.f / l_run : 0.f;
+    if (!warp_active) return;
 #pragma unroll
-        for (int r = 0; r < NV; ++r) {
-            const int c = lane + 32 * r;
-            if (c < dv) out[c] = from_float<TO>(acc[r] * inv);
-        }
-    } else {
-        float* part = p.part + ((static_cast<int64_t>(bh) * p.nsplit + split) * p.nq + row) * (dv + 2);
-        if (lane == 0) { part[0] = m_run; part[1] = l_run; }
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+        const int row = row0 + r;
+        if (row >= p.nq) break;
+        if (p.nsplit == 1) {
+            TO* out = static_cast<TO*>(p.out) + (static_cast<int64_t>(bh) * p.nq + row) * dv;
+            const float inv = l_run[r] > 0.f ? 1.f / l_run[r] : 0.f;
 #pragma unroll
-        for (int r = 0; r < NV; ++r) {
-            const int c = lane + 32 * r;
-            if (c < dv) part[2 + c] = acc[r];
+            for (int c = 0; c < NV; ++c) {
+                const int col = lane + 32 * c;
+                if (col < dv) out[col] = from_float<TO>(acc[r][c] * inv);
+            }
+        } else {
+            float* part = p.part + ((static_cast<int64_t>(bh) * p.nsplit + split) * p.nq + row) * (dv + 2);
+            if (lane == 0) { part[0] = m_run[r]; part[1] = l_run[r]; }
+#pragma unroll
+            for (int c = 0; c < NV; ++c) {
+                const int col = lane + 32 * c;
+                if (col < dv) part[2 + col] = acc[r][c];
+            }
         }
     }
 }
