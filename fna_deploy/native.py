@@ -24,7 +24,6 @@ import math
 import os
 import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -432,5 +431,3 @@ __all__ = [
     "load",
     "read_build_info",
 ]
-if sys.version_info < (3, 10):  # pragma: no cover
-    raise ImportError("fna_deploy.native needs Python >= 3.10")
