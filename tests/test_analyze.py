@@ -276,13 +276,14 @@ def test_recommendation_meets_the_budget_and_its_flags_say_so(planted):
 
 def test_recommendation_changes_with_the_budget(planted):
     model, x, _ = planted
-    none = analyze(model, x, landmarks=(8,), budget=0.0).recommendation
+    # massive_ratio=0: plain landmarks only, one search per m (the variants are tested elsewhere)
+    none = analyze(model, x, landmarks=(8,), budget=0.0, massive_ratio=0).recommendation
     assert none.layers == [] and none.export_flags == "" and none.num_landmarks is None
     assert "budget" in none.reason
-    loose = analyze(model, x, landmarks=(8, 16), budget=1.0).recommendation
+    loose = analyze(model, x, landmarks=(8, 16), budget=1.0, massive_ratio=0).recommendation
     assert loose.layers == [0, 1, 2, 3] and loose.num_landmarks == 8  # all layers, the cheapest m
     assert loose.export_flags.startswith("--landmarks 8 --layers 0-3")
-    tight = analyze(model, x, landmarks=(8, 16), budget=1e-3).recommendation
+    tight = analyze(model, x, landmarks=(8, 16), budget=1e-3, massive_ratio=0).recommendation
     assert loose.end_to_end_error > 1e-3  # so the tighter budget has to give something up
     assert (tight.num_landmarks, tight.layers) != (loose.num_landmarks, loose.layers)
     assert tight.flops_saving < loose.flops_saving
@@ -509,12 +510,12 @@ def test_cli_flags_carry_the_resolution_analyzed(tmp_path):
     report = tmp_path / "r.json"
     result = CliRunner().invoke(
         cli,
-        ["analyze", "timm:vit_tiny_patch16_224", "--resolution", "128", "--random", "1", "--landmarks", "8",
+        ["analyze", "timm:vit_tiny_patch16_224", "--resolution", "64", "--random", "1", "--landmarks", "4",
          "--budget", "1", "--report", str(report)],
     )
     assert result.exit_code == 0, result.output
     flags = json.loads(report.read_text())["recommendation"]["export_flags"]
-    assert flags.startswith("--resolution 128 --landmarks 8 --layers ")
+    assert flags.startswith("--resolution 64 --landmarks 4 --layers ")
 
 
 @pytest.mark.parametrize(
@@ -568,9 +569,4 @@ def test_cli_subprocess(pickled_model, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(report.read_text())["recommendation"]["num_landmarks"] == 8
-    bad = subprocess.run(
-        [sys.executable, "-m", "fna_deploy.cli", "analyze", str(pickled_model), "--allow-pickle", "--images", str(tmp_path / "none")],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert bad.returncode == 2
-    assert bad.stderr.strip().startswith("error:") and len(bad.stderr.strip().splitlines()) == 1
+    assert "fna-deploy export MODEL --landmarks 8" in run.stdout
