@@ -144,3 +144,15 @@ def test_build_engine_and_verify(fp32_export, tmp_path):
     model, path = fp32_export
     sidecar = build_engine(path, tmp_path / "m.plan", fp16=True, batch=(1, 2, 4))
     assert (tmp_path / "m.plan").stat().st_size > 0 and sidecar.max_batch == 4
+
+
+def test_portable_exports_lose_their_bodies_before_parsing(fp32_export):
+    from fna_deploy.trt import strip_fna_functions
+
+    _model, path = fp32_export
+    portable = onnx.load(path)
+    assert {f.name for f in portable.functions} == {"FnaLandmarks", "NystromAttention"}
+    stripped = strip_fna_functions(portable)
+    assert stripped is not None and not stripped.functions
+    assert [n.op_type for n in stripped.graph.node if n.domain == "fna"] == ["FnaLandmarks", "NystromAttention", "NystromAttention"]
+    assert strip_fna_functions(stripped) is None  # nothing left to strip

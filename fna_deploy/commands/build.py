@@ -25,7 +25,8 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
           workspace: float, timing_cache: Optional[str], verbose: bool) -> None:
     """Build a TensorRT engine (.plan + .plan.json sidecar) from MODEL.onnx.
 
-    Export with --target trt (or portable: TensorRT maps the fna nodes onto the plugins either way).
+    Export with --target trt; a portable export also works (its fna function bodies are dropped
+    first, since TensorRT's parser would inline them instead of using the plugins).
     Needs TensorRT and a CUDA GPU; without them it says what is missing and exits 2, writing nothing.
     """
     from ..trt import TensorRTUnavailable, build_engine, parse_batch, parse_shapes

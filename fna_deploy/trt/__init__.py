@@ -166,6 +166,22 @@ def load_plugins(plugin: Optional[str]) -> Any:
     return trt
 
 
+def strip_fna_functions(model: Any) -> Any:
+    """A copy of ``model`` without the fna function bodies, or None when it has none.
+
+    TensorRT's ONNX parser inlines a node whose op type names a model-local function before it
+    looks for a plugin, so a portable export would lose the plugins; the bodies are dropped here.
+    """
+    from ..export.schemas import DOMAIN
+
+    if not any(f.domain == DOMAIN for f in model.functions):
+        return None
+    keep = [f for f in model.functions if f.domain != DOMAIN]
+    del model.functions[:]
+    model.functions.extend(keep)
+    return model
+
+
 def build_engine(
     onnx_path: "str | Path",
     plan_path: "str | Path",
@@ -182,7 +198,7 @@ def build_engine(
     import onnx
 
     from ..export.fp16 import convert_to_fp16, is_fp16
-    from ..export.graph import check_writable, read_metadata
+    from ..export.graph import EXTERNAL_DATA_THRESHOLD, check_writable, read_metadata
 
     onnx_path, plan_path = Path(onnx_path), Path(plan_path)
     if not onnx_path.is_file():
@@ -197,9 +213,14 @@ def build_engine(
     model = onnx.load(str(onnx_path), load_external_data=False)
     source = onnx_path
     with tempfile.TemporaryDirectory() as tmp:
-        if strategy == "convert-onnx" and not is_fp16(onnx.load(str(onnx_path))):
-            source = Path(tmp) / "model_fp16.onnx"
-            onnx.save_model(convert_to_fp16(onnx.load(str(onnx_path))), source)
+        prepared = strip_fna_functions(onnx.load(str(onnx_path)))
+        changed = prepared is not None
+        prepared = prepared or onnx.load(str(onnx_path))
+        if strategy == "convert-onnx" and not is_fp16(prepared):
+            prepared, changed = convert_to_fp16(prepared), True
+        if changed:
+            source = Path(tmp) / "model.onnx"
+            onnx.save_model(prepared, source, save_as_external_data=prepared.ByteSize() > EXTERNAL_DATA_THRESHOLD)
         inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
         profile = Profile()
         profile_dims: dict[str, dict[str, list[int]]] = {}
