@@ -466,6 +466,23 @@ import onnxruntime as ort
 import triton_python_backend_utils as pb_utils
 
 
+# The python backend stubs of Triton 2.5x (nvidia-pytriton 0.7) were built against numpy 1.x: with
+# numpy 2 pb_utils.Tensor(name, array) sends an empty buffer and as_numpy() misreads inputs, so tensors go through DLPack there
+# (and with numpy 1.x DLPack crashes the stub, so the plain constructor stays for it).
+if int(np.__version__.split(".")[0]) >= 2:
+    def _tensor(name, array):
+        return pb_utils.Tensor.from_dlpack(name, array)
+
+    def _array(tensor):
+        return np.from_dlpack(tensor)
+else:
+    def _tensor(name, array):
+        return pb_utils.Tensor(name, array)
+
+    def _array(tensor):
+        return tensor.as_numpy()
+
+
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
@@ -488,7 +505,7 @@ class TritonPythonModel:
         sizes = []
         for request in requests:
             for name, dtype in self.inputs:
-                array = pb_utils.get_input_tensor_by_name(request, name).as_numpy().astype(dtype, copy=False)
+                array = _array(pb_utils.get_input_tensor_by_name(request, name)).astype(dtype, copy=False)
                 feeds[name].append(array)
             sizes.append(feeds[self.inputs[0][0]][-1].shape[0] if self.batched else 1)
         try:
@@ -503,7 +520,7 @@ class TritonPythonModel:
             error = pb_utils.TritonError(f"ONNX Runtime failed: {exc}")
             return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
         return [
-            pb_utils.InferenceResponse([pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in zip(self.outputs, values)])
+            pb_utils.InferenceResponse([_tensor(name, np.ascontiguousarray(value)) for name, value in zip(self.outputs, values)])
             for values in per_request
         ]
 
@@ -823,6 +840,16 @@ def locate_tritonserver() -> ServerBinary:
     return ServerBinary(binary, True, env, dist / "backends", stub, dist / "caches")
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGTERM the server when the process that started it dies (no orphaned servers)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 class ServerError(RuntimeError):
     """tritonserver did not start, or stopped; the message ends with the log's last lines."""
 
@@ -943,6 +970,7 @@ class TritonServer:
             self.process = subprocess.Popen(
                 self.command(), stdout=self._log_file, stderr=subprocess.STDOUT, env=env,
                 cwd=self._workdir, start_new_session=True,
+                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         except OSError as exc:
             self._cleanup_files()
