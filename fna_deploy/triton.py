@@ -3,7 +3,8 @@
 Three backends for one exported model:
 
 - ``tensorrt``: a TensorRT engine (``.plan``) built by ``fna-deploy build``; its tensors and
-  optimisation profile come from the engine's JSON sidecar (:class:`EngineSidecar`).
+  optimisation profile come from the engine's JSON sidecar (``fna_deploy.trt.EngineSidecar``,
+  validated by :func:`engine_io`).
 - ``onnxruntime``: the portable ONNX (fna ops carry ONNX function bodies), optionally with the
   TensorRT execution accelerator and the fna plugin library.
 - ``python``: the portable ONNX run by ONNX Runtime inside a generated Python-backend
@@ -40,7 +41,6 @@ from typing import Any, Optional, Sequence
 BACKENDS = ("tensorrt", "onnxruntime", "python")
 LOOPBACK = "127.0.0.1"
 DEFAULT_MAX_BATCH = 8
-SIDECAR_SCHEMA = 1
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 TRITONCLIENT_HINT = "pip install 'fna-deploy[triton]' (nvidia-pytriton and tritonclient)"
 
@@ -88,110 +88,113 @@ class TensorSpec:
         return _DTYPES[self.dtype]
 
 
+# The sidecar schema is the one ``fna-deploy build`` writes: fna_deploy.trt.EngineSidecar (one
+# definition for both sides). Re-exported here; ``engine_io`` is the validated view Triton needs.
+from .trt import EngineSidecar  # noqa: E402  (plain Python: TensorRT is imported only when building)
+
+_SIDECAR_REQUIRED = ("inputs", "outputs", "profile")
+
+
 @dataclass
-class EngineSidecar:
-    """What ``fna-deploy build`` writes next to an engine, ``ENGINE.plan.json``.
-
-    Fields (JSON object):
-
-    - ``schema``: 1
-    - ``inputs`` / ``outputs``: lists of ``{"name", "dtype", "shape"}``; dtype a numpy name
-      (``float32``, ``float16``, ``int32`` ...); shape the engine's full shape, batch first,
-      ``-1`` for a dynamic dimension (e.g. ``[-1, 3, 224, 224]``).
-    - ``profile``: ``{"min_batch", "opt_batch", "max_batch"}`` of the engine's optimisation
-      profile 0 (all 1 for a static batch of 1; for a static batch B all equal B).
-    - ``precision``: ``"fp16"`` or ``"fp32"``; ``plugin``: path of the fna plugin library the
-      engine was built with, or null; ``tensorrt_version``, ``source_onnx``: informative, may be null.
-    """
+class EngineIO:
+    """What a Triton config needs from an engine's sidecar, validated."""
 
     inputs: list[TensorSpec]
     outputs: list[TensorSpec]
     min_batch: int
     opt_batch: int
     max_batch: int
-    precision: str = "fp16"
-    plugin: Optional[str] = None
-    tensorrt_version: Optional[str] = None
-    source_onnx: Optional[str] = None
-    schema: int = SIDECAR_SCHEMA
-
-    def __post_init__(self) -> None:
-        self.inputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.inputs]
-        self.outputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.outputs]
-        if not self.inputs or not self.outputs:
-            raise ValueError("engine sidecar: needs at least one input and one output")
-        for value, label in ((self.min_batch, "min_batch"), (self.opt_batch, "opt_batch"), (self.max_batch, "max_batch")):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"engine sidecar: profile {label} must be an int >= 1, got {value!r}")
-        if not self.min_batch <= self.opt_batch <= self.max_batch:
-            raise ValueError(f"engine sidecar: profile needs min <= opt <= max batch, got {self.min_batch}/{self.opt_batch}/{self.max_batch}")
-        if self.schema != SIDECAR_SCHEMA:
-            raise ValueError(f"engine sidecar: schema {self.schema!r} is not supported (expected {SIDECAR_SCHEMA})")
-
-    @property
-    def dynamic_batch(self) -> bool:
-        return all(t.shape[0] == -1 for t in self.inputs)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        profile = {k: data.pop(k) for k in ("min_batch", "opt_batch", "max_batch")}
-        return {"schema": data.pop("schema"), **data, "profile": profile}
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2) + "\n"
-
-    def write(self, path: "str | os.PathLike[str]") -> Path:
-        from .utils import write_text_atomic
-
-        return write_text_atomic(path, self.to_json())
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "EngineSidecar":
-        if not isinstance(data, dict):
-            raise ValueError("engine sidecar: expected a JSON object")
-        data = dict(data)
-        profile = data.pop("profile", None)
-        if not isinstance(profile, dict):
-            raise ValueError("engine sidecar: missing 'profile' with min_batch/opt_batch/max_batch")
-        known = {"inputs", "outputs", "precision", "plugin", "tensorrt_version", "source_onnx", "schema"}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"engine sidecar: unknown field(s) {', '.join(sorted(unknown))}")
-        for key in ("inputs", "outputs"):
-            if not isinstance(data.get(key), list):
-                raise ValueError(f"engine sidecar: '{key}' must be a list of tensors")
-        try:
-            return cls(min_batch=profile.get("min_batch"), opt_batch=profile.get("opt_batch"), max_batch=profile.get("max_batch"), **data)
-        except TypeError as exc:  # a tensor entry with wrong keys
-            raise ValueError(f"engine sidecar: {exc}") from None
-
-    @classmethod
-    def from_json(cls, source: "str | os.PathLike[str]") -> "EngineSidecar":
-        """From a sidecar file path or a JSON string."""
-        text = str(source)
-        if not text.lstrip().startswith("{"):
-            path = Path(source)
-            if not path.is_file():
-                raise FileNotFoundError(2, "engine sidecar not found", str(path))
-            text = path.read_text()
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"engine sidecar is not valid JSON ({exc.msg} at line {exc.lineno})") from None
-        return cls.from_dict(data)
+    dynamic_batch: bool
+    fp16: bool
+    plugin: Optional[str]
+    fna_config: Optional[dict]
 
 
 def sidecar_path(engine: "str | os.PathLike[str]") -> Path:
     """Where the sidecar of ``engine`` lives: ``model.plan`` -> ``model.plan.json``."""
-    engine = Path(engine)
-    return engine.with_name(engine.name + ".json")
+    return EngineSidecar.path_for(engine)
 
 
-def load_sidecar(engine: "str | os.PathLike[str]") -> EngineSidecar:
+def engine_io(data: Any) -> EngineIO:
+    """Validate a sidecar (a dict from its JSON, or an EngineSidecar) into an EngineIO.
+
+    Fields used: ``inputs`` / ``outputs`` ([{name, dtype, shape}], shape batch first, -1 dynamic),
+    ``profile`` ({input name: {"min", "opt", "max"}: full shapes}), ``fp16``, ``plugin`` (path or
+    null), ``fna_config``. Anything missing or inconsistent is one ValueError sentence.
+    """
+    if isinstance(data, EngineSidecar):
+        data = asdict(data)
+    if not isinstance(data, dict):
+        raise ValueError("engine sidecar: expected a JSON object")
+    missing = [k for k in _SIDECAR_REQUIRED if k not in data]
+    if missing:
+        raise ValueError(f"engine sidecar: missing field(s) {', '.join(missing)}")
+
+    def tensors(key: str) -> list[TensorSpec]:
+        items = data[key]
+        if not isinstance(items, list) or not items:
+            raise ValueError(f"engine sidecar: '{key}' must be a non-empty list of tensors")
+        out = []
+        for item in items:
+            if not isinstance(item, dict) or set(item) != {"name", "dtype", "shape"}:
+                raise ValueError(f"engine sidecar: each of '{key}' needs exactly name, dtype and shape, got {item!r}")
+            try:
+                out.append(TensorSpec(item["name"], item["dtype"], item["shape"]))
+            except ValueError as exc:
+                raise ValueError(f"engine sidecar: {exc}") from None
+        return out
+
+    inputs, outputs = tensors("inputs"), tensors("outputs")
+    profile = data["profile"]
+    if not isinstance(profile, dict):
+        raise ValueError("engine sidecar: 'profile' must map input names to min/opt/max shapes")
+    dynamic = [t.shape[0] == -1 for t in inputs]
+    if any(dynamic) and not all(dynamic):
+        raise ValueError("engine sidecar: some inputs have a dynamic batch and some do not")
+    batches = []
+    for t in inputs:
+        entry = profile.get(t.name)
+        if entry is None:
+            if any(d == -1 for d in t.shape):
+                raise ValueError(f"engine sidecar: input {t.name!r} has dynamic dims but no profile")
+            batches.append((t.shape[0],) * 3)
+            continue
+        try:
+            lo, opt, hi = (list(entry[k]) for k in ("min", "opt", "max"))
+        except (KeyError, TypeError):
+            raise ValueError(f"engine sidecar: profile of {t.name!r} needs min, opt and max shapes") from None
+        for shape in (lo, opt, hi):
+            if len(shape) != len(t.shape) or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in shape):
+                raise ValueError(f"engine sidecar: profile shape {shape} of {t.name!r} does not fit its shape {t.shape}")
+        if not all(a <= b <= c for a, b, c in zip(lo, opt, hi)):
+            raise ValueError(f"engine sidecar: profile of {t.name!r} needs min <= opt <= max, got {lo}/{opt}/{hi}")
+        if any(s != -1 and not a == c == s for s, a, c in zip(t.shape, lo, hi)):
+            raise ValueError(f"engine sidecar: profile of {t.name!r} disagrees with its static dims {t.shape}")
+        batches.append((lo[0], opt[0], hi[0]))
+    if len({b[0] for b in batches}) != 1 or len({b[2] for b in batches}) != 1:
+        raise ValueError(f"engine sidecar: the inputs' profiles disagree on the batch range: {batches}")
+    plugin = data.get("plugin")
+    if plugin in ("", "None"):  # str(None) from an engine built without a plugin
+        plugin = None
+    if plugin is not None and not isinstance(plugin, str):
+        raise ValueError(f"engine sidecar: 'plugin' must be a path or null, got {plugin!r}")
+    fna_config = data.get("fna_config")
+    if fna_config is not None and not isinstance(fna_config, dict):
+        raise ValueError("engine sidecar: 'fna_config' must be an object or null")
+    lo, opt, hi = batches[0]
+    return EngineIO(inputs, outputs, lo, opt, hi, all(dynamic), bool(data.get("fp16", False)), plugin, fna_config)
+
+
+def load_sidecar(engine: "str | os.PathLike[str]") -> EngineIO:
+    """Read and validate the sidecar of ``engine`` (``ENGINE.plan.json``)."""
     path = sidecar_path(engine)
     if not path.is_file():
         raise FileNotFoundError(2, "engine sidecar not found (fna-deploy build writes it next to the engine)", str(path))
-    return EngineSidecar.from_json(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"engine sidecar {path.name} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    return engine_io(data)
 
 
 @dataclass
@@ -554,17 +557,16 @@ class RepositoryReport:
         return asdict(self)
 
 
-def _artifact_tensors(artifact: Path, backend: str) -> tuple[list[TensorSpec], list[TensorSpec], Optional[tuple[int, int, int]], dict[str, str], list[str], Optional[EngineSidecar]]:
+def _artifact_tensors(artifact: Path, backend: str) -> tuple[list[TensorSpec], list[TensorSpec], Optional[tuple[int, int, int]], dict[str, str], list[str], Optional[EngineIO]]:
     if backend == "tensorrt":
         if artifact.suffix not in (".plan", ".engine"):
             raise ValueError(f"the tensorrt backend serves an engine (.plan from fna-deploy build), got {artifact.name!r}")
-        sidecar = load_sidecar(artifact)
-        for spec in (*sidecar.inputs, *sidecar.outputs):
-            if spec.shape[0] == -1 and not sidecar.dynamic_batch:
-                raise ValueError("engine sidecar: inputs and outputs disagree on a dynamic batch dimension")
-        profile = (sidecar.min_batch, sidecar.opt_batch, sidecar.max_batch) if sidecar.dynamic_batch else None
-        params = {"fna_precision": sidecar.precision}
-        return sidecar.inputs, sidecar.outputs, profile, params, [], sidecar
+        engine = load_sidecar(artifact)
+        profile = (engine.min_batch, engine.opt_batch, engine.max_batch) if engine.dynamic_batch else None
+        params = {"fp16": str(engine.fp16).lower()}
+        if engine.fna_config is not None:
+            params["fna_config"] = json.dumps(engine.fna_config, sort_keys=True)
+        return engine.inputs, engine.outputs, profile, params, [], engine
     if artifact.suffix != ".onnx":
         raise ValueError(f"the {backend} backend serves a portable .onnx export, got {artifact.name!r}")
     info = onnx_info(artifact)
@@ -670,8 +672,10 @@ def write_repository(
     )
     check_config(parse_config(text), inputs=inputs, outputs=outputs, profile=profile)
 
+    created_repository = not repository.exists()
     repository.mkdir(parents=False, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{options.name}.staging.", dir=repository))
+    written = False
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -708,9 +712,12 @@ def write_repository(
             raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+        written = True
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+        if not written and created_repository:
+            shutil.rmtree(repository, ignore_errors=True)  # a repository this call created stays unborn
 
     files = sorted(str(p) for p in target.rglob("*") if p.is_file())
     plugins = [final_plugin] if (final_plugin and options.backend == "tensorrt") else []
@@ -1156,6 +1163,8 @@ class TritonHttpClient:
 __all__ = [
     "BACKENDS",
     "EngineSidecar",
+    "EngineIO",
+    "engine_io",
     "TensorSpec",
     "RepositoryOptions",
     "RepositoryReport",

@@ -17,7 +17,9 @@ from onnx import TensorProto, helper
 pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient (pip install 'fna-deploy[triton]')")
 
 from fna_deploy import triton as tr  # noqa: E402
-from fna_deploy.triton import EngineSidecar, RepositoryOptions, TensorSpec, write_repository  # noqa: E402
+from fna_deploy.triton import RepositoryOptions, TensorSpec, write_repository  # noqa: E402
+from fna_deploy.trt import EngineSidecar  # noqa: E402  (the schema fna-deploy build writes)
+from fna_deploy.trt import TensorSpec as TrtTensor  # noqa: E402
 
 
 def tiny_onnx(path: Path, *, batch="N", metadata=None, external: bool = False) -> Path:
@@ -42,15 +44,19 @@ def tiny_onnx(path: Path, *, batch="N", metadata=None, external: bool = False) -
 
 
 def fake_engine(tmp_path: Path, *, min_batch=1, opt_batch=4, max_batch=16, batch=-1, plugin=None, name="vit.plan") -> Path:
-    """An engine file and its sidecar as fna-deploy build writes it (the bytes are never run here)."""
+    """An engine file and its sidecar written as fna-deploy build writes it (the bytes are never run here).
+
+    plugin=None writes "None", as build does for an engine built without a plugin library."""
     engine = tmp_path / name
     engine.write_bytes(b"not a real engine: the repository writer only copies it")
-    EngineSidecar(
-        inputs=[TensorSpec("images", "float32", [batch, 3, 224, 224])],
-        outputs=[TensorSpec("output", "float32", [batch, 1000])],
-        min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, precision="fp16",
-        plugin=str(plugin) if plugin else None,
-    ).write(tr.sidecar_path(engine))
+    sidecar = EngineSidecar(
+        tensorrt_version="10.13", gpu="NVIDIA H100", fp16=True, fp16_strategy="builder-flag",
+        inputs=[TrtTensor("images", "float32", [batch, 3, 224, 224])],
+        outputs=[TrtTensor("output", "float32", [batch, 1000])],
+        profile={"images": {"min": [min_batch, 3, 224, 224], "opt": [opt_batch, 3, 224, 224], "max": [max_batch, 3, 224, 224]}},
+        onnx="vit_fna_trt.onnx", plugin=str(plugin) if plugin else "None", fna_config={"num_landmarks": 64},
+    )
+    EngineSidecar.path_for(engine).write_text(sidecar.to_json())
     return engine
 
 
@@ -123,6 +129,15 @@ def test_tensorrt_backend_from_sidecar(tmp_path):
     assert "--http-address=127.0.0.1" in report.server_command
     assert any(n.startswith("alternative to --backend-config: LD_PRELOAD=") for n in report.notes)
     assert tr.repository_plugins(tmp_path / "repo") == [str(lib.resolve())]
+    assert json.loads(cfg.parameters["fna_config"].string_value) == {"num_landmarks": 64}  # for infer --compare
+    assert cfg.parameters["fp16"].string_value == "true"
+
+
+def test_tensorrt_engine_without_plugin(tmp_path):
+    report = write_repository(fake_engine(tmp_path), tmp_path / "repo", RepositoryOptions(name="m", backend="tensorrt"))
+    assert report.plugin is None and not (tmp_path / "repo" / "m" / "plugins").exists()
+    assert "--backend-config=tensorrt" not in report.server_command
+    assert any("names no plugin library" in n for n in report.notes)
 
 
 def test_tensorrt_static_batch_engine(tmp_path):
@@ -166,30 +181,38 @@ def test_tensorrt_needs_its_sidecar_and_plugin(tmp_path):
 # ---------------------------------------------------------------------------------- sidecar
 
 
-def test_sidecar_round_trip_and_refusals(tmp_path):
+def test_sidecar_from_build_and_refusals(tmp_path):
     engine = fake_engine(tmp_path, plugin=tmp_path / "lib.so")
     path = tr.sidecar_path(engine)
-    assert path.name == "vit.plan.json"
+    assert path.name == "vit.plan.json" and path == EngineSidecar.path_for(engine)
+    io = tr.load_sidecar(engine)
+    assert (io.min_batch, io.opt_batch, io.max_batch) == (1, 4, 16) and io.dynamic_batch and io.fp16
+    assert io.inputs == [TensorSpec("images", "float32", [-1, 3, 224, 224])] and io.plugin == str(tmp_path / "lib.so")
+    assert io.fna_config == {"num_landmarks": 64}
+    assert tr.engine_io(EngineSidecar.from_json(path.read_text())) == io
+    assert tr.load_sidecar(fake_engine(tmp_path, name="noplugin.plan")).plugin is None  # build's "None"
     data = json.loads(path.read_text())
-    assert data["profile"] == {"min_batch": 1, "opt_batch": 4, "max_batch": 16} and data["schema"] == 1
-    assert data["inputs"] == [{"name": "images", "dtype": "float32", "shape": [-1, 3, 224, 224]}]
-    side = EngineSidecar.from_json(path)
-    assert EngineSidecar.from_json(side.to_json()) == side and side.dynamic_batch
+    images = data["profile"]["images"]
     bad = [
-        ({**data, "profile": {"min_batch": 4, "opt_batch": 2, "max_batch": 8}}, "min <= opt <= max"),
-        ({**data, "extra": 1}, "unknown field(s) extra"),
-        ({k: v for k, v in data.items() if k != "profile"}, "missing 'profile'"),
-        ({**data, "inputs": [{"name": "images", "dtype": "complex64", "shape": [1]}]}, "unsupported dtype"),
+        ({**data, "profile": {"images": {**images, "min": [8, 3, 224, 224]}}}, "min <= opt <= max"),
+        ({**data, "profile": {"images": {"min": [1, 3, 112, 224], "opt": [4, 3, 112, 224], "max": [8, 3, 112, 224]}}}, "disagrees with its static dims"),
+        ({**data, "profile": {"images": {"min": [1, 3, 224, 224]}}}, "needs min, opt and max shapes"),
+        ({**data, "profile": {}}, "has dynamic dims but no profile"),
+        ({k: v for k, v in data.items() if k != "profile"}, "missing field(s) profile"),
+        ({**data, "inputs": [{"name": "images", "dtype": "complex64", "shape": [-1]}]}, "unsupported dtype"),
         ({**data, "inputs": [{"name": "images", "dtype": "float32", "shape": [0, 3]}]}, "positive ints or -1"),
-        ({**data, "outputs": []}, "at least one input and one output"),
-        ({**data, "schema": 2}, "schema 2 is not supported"),
+        ({**data, "inputs": [{"name": "images", "dtype": "float32"}]}, "needs exactly name, dtype and shape"),
+        ({**data, "outputs": []}, "'outputs' must be a non-empty list"),
+        ({**data, "plugin": 3}, "'plugin' must be a path or null"),
+        ([1, 2], "expected a JSON object"),
     ]
     for payload, message in bad:
         with pytest.raises(ValueError) as info:
-            EngineSidecar.from_dict(payload)
+            tr.engine_io(payload)
         assert message in str(info.value)
-    with pytest.raises(ValueError, match="not valid JSON"):
-        EngineSidecar.from_json("{not json")
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        tr.load_sidecar(engine)
 
 
 # ---------------------------------------------------------------------------------- protobuf
@@ -288,6 +311,9 @@ def test_external_weights_are_copied_and_a_failed_write_leaves_nothing(tmp_path)
     with pytest.raises(FileNotFoundError, match="external weights"):
         write_repository(onnx_path, tmp_path / "repo", RepositoryOptions(name="ext2", backend="onnxruntime"))
     assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["ext"]
+    with pytest.raises(FileNotFoundError, match="external weights"):
+        write_repository(onnx_path, tmp_path / "new_repo", RepositoryOptions(name="ext2", backend="onnxruntime"))
+    assert not (tmp_path / "new_repo").exists()  # a repository the failed call created is removed again
 
 
 def test_check_repository(tmp_path):
