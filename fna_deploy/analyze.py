@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import FNAConfig
+from .flops import dense_core_flops, fna_core_flops, landmark_flops
 from .ops import lower_median, nystrom_attention, select_landmarks
 from .patching import find_adapter, is_patched, patch, unpatch
 from .patching.base import ModelInfo
@@ -279,23 +280,6 @@ def block_linear_flops(block: nn.Module, num_tokens: int) -> float:
         elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
             total += 2.0 * num_tokens * module.in_proj_weight.shape[0] * module.in_proj_weight.shape[1]
     return total
-
-
-def dense_attention_flops(num_tokens: int, num_heads: int, head_dim: int) -> float:
-    """q k^T and P v: 4 N^2 H d."""
-    return 4.0 * num_tokens * num_tokens * num_heads * head_dim
-
-
-def fna_attention_flops(num_tokens: int, m: int, num_heads: int, head_dim: int, pinv_iters: int) -> float:
-    """Nystrom attention: q_p k^T and P v (4 m N Hd), q k_p^T and P (Z Bv) (4 N m Hd), the m x m
-    products (4 m^2 Hd) and Newton-Schulz (8 m^3 H per iteration)."""
-    n, h, d = num_tokens, num_heads, head_dim
-    return 8.0 * n * m * h * d + 4.0 * m * m * h * d + 8.0 * h * m**3 * pinv_iters
-
-
-def landmark_flops(num_tokens: int, m: int, num_prefix: int, feature_dim: int) -> float:
-    """Farthest-point sampling: per step, a squared distance to every token (3 N D)."""
-    return 3.0 * max(m - num_prefix, 0) * num_tokens * feature_dim
 
 
 # --------------------------------------------------------------------------------------------
@@ -810,12 +794,12 @@ def _recommend(
 ) -> tuple[list[Candidate], Recommendation]:
     n, h, d = num_tokens, info.num_heads, info.head_dim
     linear = [block_linear_flops(b, n) for b in blocks]
-    dense_attn = dense_attention_flops(n, h, d)
+    dense_attn = dense_core_flops(n, h * d)
     flops_dense = sum(linear) + dense_attn * len(blocks)
     feature_dim = info.embed_dim if base.features == "input" else d
 
     def fna_flops(m: int, chosen: Sequence[int]) -> float:
-        saved = len(chosen) * (dense_attn - fna_attention_flops(n, m, h, d, base.pinv_iters))
+        saved = len(chosen) * (dense_attn - fna_core_flops(n, h * d, m, h, base.pinv_iters))
         return flops_dense - saved + landmark_flops(n, m, num_prefix, feature_dim) + n * h * d
 
     def saving(m: int, chosen: Sequence[int]) -> float:
@@ -824,7 +808,7 @@ def _recommend(
     if resolution is None and info.img_size is not None and tuple(inputs.shape[-2:]) != tuple(info.img_size):
         resolution = int(inputs.shape[-1]) if inputs.shape[-1] == inputs.shape[-2] else None
 
-    worth = [m for m in landmarks if dense_attn - fna_attention_flops(n, m, h, d, base.pinv_iters) > 0]
+    worth = [m for m in landmarks if dense_attn - fna_core_flops(n, h * d, m, h, base.pinv_iters) > 0]
     searches = [(m, name) for m in worth for name in variants]
     candidates: list[Candidate] = []
     results: dict[tuple[int, str, int], tuple[float, float]] = {}

@@ -90,11 +90,19 @@ def cli() -> None:
     """Take vision transformers with Fast Nystrom Attention (FNA) from PyTorch to production.
 
     FNA replaces a ViT's N x N softmax attention by a Nystrom approximation on m landmark
-    tokens (O(N*m)); it pays off at high resolution. Typical flow:
+    tokens (O(N*m)); it pays off at high resolution. The flow:
 
     \b
-      fna-deploy info                                   what this machine has
-      fna-deploy export timm:vit_base_patch16_224 ...   ONNX with fna:: nodes
+      analyze  MODEL          where FNA is safe: sinks, artifacts, error per layer and m
+      export   MODEL          ONNX with fna::FnaLandmarks + fna::NystromAttention
+      plugin   build          the CUDA kernels and TensorRT plugins
+      build    MODEL.onnx     a TensorRT engine with the plugins
+      verify   MODEL          parity: PyTorch, ONNX Runtime, TensorRT
+      bench    MODEL          dense vs FNA latency across resolutions
+      triton   ARTIFACT       a Triton model repository; serve / infer to try it
+      run      MODEL          all of the above in one go
+
+    MODEL is timm:NAME, hf:DIR, a .pt2 archive or a .pt module. Every command has --help.
     """
 
 

@@ -27,6 +27,11 @@ def fna_core_flops(tokens: int, width: int, landmarks: int, heads: int, pinv_ite
     return 8.0 * tokens * m * width + 4.0 * m * m * width + pinv_iters * 8.0 * m**3 * heads
 
 
+def landmark_flops(tokens: int, landmarks: int, num_prefix: int, feature_dim: int) -> float:
+    """Farthest-point sampling: per step, a squared distance to every token (3 N D)."""
+    return 3.0 * max(landmarks - num_prefix, 0) * tokens * feature_dim
+
+
 @dataclass
 class FlopEstimate:
     tokens: int

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import click
 
 from ..cli import CliError, user_errors
+from .common import load_cli_model
 
 
 def _parse_landmarks(text: str) -> list[int]:
@@ -26,19 +27,6 @@ def _parse_landmarks(text: str) -> list[int]:
     if not values:
         raise CliError("--landmarks: give at least one number, e.g. 32,64,128")
     return values
-
-
-def load_cli_model(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int]):
-    """MODEL [--checkpoint FILE] [--arch timm:NAME] as the commands take them."""
-    from ..loading import load_model
-
-    if arch is not None:
-        if checkpoint is not None:
-            raise CliError("--arch takes the weights from MODEL; drop --checkpoint (or pass the spec as MODEL)")
-        if not (arch.startswith("timm:") or arch.startswith("hf:")):
-            raise CliError(f"--arch {arch!r}: expected timm:NAME or hf:DIR")
-        return load_model(arch, checkpoint=model, img_size=resolution, allow_pickle=allow_pickle)
-    return load_model(model, checkpoint=checkpoint, img_size=resolution, allow_pickle=allow_pickle)
 
 
 class _Bar:
