@@ -205,3 +205,12 @@ def test_serve_infer_compare_and_sigterm(served_repo, serve_process):
     assert proc.wait(60) == 0
     assert "stopped (tritonserver exit code 0)" in log.read_text()
     assert not any(tr.port_in_use(p) for p in ports)
+
+
+@pytest.mark.slow
+def test_serve_stops_cleanly_on_ctrl_c(serve_process):
+    proc, ports, log = serve_process
+    proc.send_signal(signal.SIGINT)  # what Ctrl-C delivers to the foreground process
+    assert proc.wait(60) == 0, log.read_text()
+    assert "stopped (tritonserver exit code 0)" in log.read_text()
+    assert not any(tr.port_in_use(p) for p in ports)
