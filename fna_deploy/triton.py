@@ -934,7 +934,6 @@ class TritonServer:
             f"--metrics-port={self.metrics_port}",
             "--exit-timeout-secs=10",
             "--strict-readiness=true",
-            "--disable-auto-complete-config",
             # python backend shared memory regions must not collide with another server's
             f"--backend-config=python,shm-region-prefix-name=fna_{os.getpid()}_{self.http_port}_",
         ]
