@@ -6,12 +6,10 @@ python``, ``serve`` (a subprocess, stopped with SIGTERM), ``infer --compare`` ag
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
