@@ -847,6 +847,24 @@ def locate_tritonserver() -> ServerBinary:
     return ServerBinary(binary, True, env, dist / "backends", stub, dist / "caches")
 
 
+def probe_tritonserver(binary: Optional[ServerBinary] = None) -> Optional[str]:
+    """None when the tritonserver binary can run here (``--help`` answers), else why not."""
+    try:
+        binary = binary or locate_tritonserver()
+    except FileNotFoundError as exc:
+        return f"{exc.strerror}: {exc.filename}"
+    try:
+        done = subprocess.run([str(binary.path), "--help"], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, **binary.env})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{binary.path} cannot run: {exc}"
+    text = (done.stdout or "") + (done.stderr or "")
+    if "--model-repository" in text:
+        return None
+    last = text.strip().splitlines()[-1] if text.strip() else f"exit code {done.returncode}, no output"
+    return f"{binary.path} cannot run: {last}"
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
     """Linux: SIGTERM the server when the process that started it dies (no orphaned servers)."""
     try:
@@ -1178,6 +1196,7 @@ __all__ = [
     "load_sidecar",
     "onnx_info",
     "locate_tritonserver",
+    "probe_tritonserver",
     "TritonServer",
     "ServerError",
     "TritonHttpClient",

@@ -329,6 +329,14 @@ def test_check_repository(tmp_path):
         tr.check_repository(tmp_path / "missing")
 
 
+def test_probe_reports_a_binary_that_cannot_run(tmp_path):
+    broken = tmp_path / "tritonserver"
+    broken.write_text("#!/bin/sh\necho 'error while loading shared libraries: libtritonserver.so' >&2\nexit 127\n")
+    broken.chmod(0o755)
+    reason = tr.probe_tritonserver(tr.ServerBinary(broken, False, {}))
+    assert reason == f"{broken} cannot run: error while loading shared libraries: libtritonserver.so"
+
+
 def test_perf_analyzer_and_url_helpers():
     cmd = tr.perf_analyzer_command("vit", url="127.0.0.1:8000", max_concurrency=8, input_shape=[3, 64, 64])
     assert cmd.startswith("perf_analyzer -m vit -u 127.0.0.1:8000 -i http")
@@ -364,9 +372,13 @@ def test_locate_tritonserver(monkeypatch, tmp_path):
 def _server_binary_or_skip():
     pytest.importorskip("tritonclient.http", reason="needs tritonclient[http]")
     try:
-        return tr.locate_tritonserver()
+        binary = tr.locate_tritonserver()
     except FileNotFoundError as exc:
         pytest.skip(f"no tritonserver can start here: {exc}")
+    reason = tr.probe_tritonserver(binary)
+    if reason is not None:
+        pytest.skip(f"no tritonserver can start here: {reason}")
+    return binary
 
 
 @pytest.fixture(scope="module")

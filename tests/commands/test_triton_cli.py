@@ -118,10 +118,9 @@ def served_repo(tmp_path_factory):
 
     from ..conftest import tiny_timm
 
-    try:
-        tr.locate_tritonserver()
-    except FileNotFoundError as exc:
-        pytest.skip(f"no tritonserver can start here: {exc}")
+    reason = tr.probe_tritonserver()
+    if reason is not None:
+        pytest.skip(f"no tritonserver can start here: {reason}")
     pytest.importorskip("tritonclient.http", reason="needs tritonclient[http]")
     root = tmp_path_factory.mktemp("served")
     torch.manual_seed(0)
