@@ -563,7 +563,7 @@ def _artifact_tensors(artifact: Path, backend: str) -> tuple[list[TensorSpec], l
             raise ValueError(f"the tensorrt backend serves an engine (.plan from fna-deploy build), got {artifact.name!r}")
         engine = load_sidecar(artifact)
         profile = (engine.min_batch, engine.opt_batch, engine.max_batch) if engine.dynamic_batch else None
-        params = {"fp16": str(engine.fp16).lower()}
+        params = {"fna_fp16": str(engine.fp16).lower()}
         if engine.fna_config is not None:
             params["fna_config"] = json.dumps(engine.fna_config, sort_keys=True)
         return engine.inputs, engine.outputs, profile, params, [], engine
@@ -576,7 +576,9 @@ def _artifact_tensors(artifact: Path, backend: str) -> tuple[list[TensorSpec], l
             f"{artifact.name!r} is a trt-target export (fna nodes without ONNX bodies); "
             "serve the portable export with onnxruntime/python, or build an engine for the tensorrt backend"
         )
-    params = {k: info.metadata[k] for k in ("fna_config", "fna_target", "model_spec", "input_shape", "fp16") if info.metadata.get(k)}
+    # the export's metadata as config parameters, all prefixed fna_ so no backend mistakes them for its own
+    params = {k if k.startswith("fna_") else f"fna_{k}": info.metadata[k]
+              for k in ("fna_config", "fna_target", "model_spec", "input_shape", "fp16") if info.metadata.get(k)}
     return info.inputs, info.outputs, None, params, info.external_data, None
 
 

@@ -84,6 +84,7 @@ def test_python_backend_repository(tmp_path):
     assert list(cfg.dynamic_batching.preferred_batch_size) == [2, 4] and cfg.dynamic_batching.max_queue_delay_microseconds == 100
     assert list(cfg.version_policy.specific.versions) == [1]
     assert json.loads(cfg.parameters["fna_config"].string_value) == {"num_landmarks": 3}
+    assert cfg.parameters["fna_target"].string_value == "portable"
     model_dir = tmp_path / "repo" / "vit"
     assert sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()) == ["1/model.onnx", "1/model.py", "config.pbtxt"]
     compile((model_dir / "1" / "model.py").read_text(), "model.py", "exec")
@@ -129,7 +130,7 @@ def test_tensorrt_backend_from_sidecar(tmp_path):
     assert any(n.startswith("alternative to --backend-config: LD_PRELOAD=") for n in report.notes)
     assert tr.repository_plugins(tmp_path / "repo") == [str(lib.resolve())]
     assert json.loads(cfg.parameters["fna_config"].string_value) == {"num_landmarks": 64}  # for infer --compare
-    assert cfg.parameters["fp16"].string_value == "true"
+    assert cfg.parameters["fna_fp16"].string_value == "true"
 
 
 def test_tensorrt_engine_without_plugin(tmp_path):

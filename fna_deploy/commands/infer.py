@@ -161,7 +161,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], u
             reference = reference[0]
         reference = reference.detach().float().numpy()
         params = config.get("parameters", {}) or {}
-        fp16 = answer.dtype == np.float16 or params.get("fp16", {}).get("string_value") == "true"
+        fp16 = answer.dtype == np.float16 or params.get("fna_fp16", {}).get("string_value") == "true"
         if reference.shape != answer.shape:
             raise CliError(f"PyTorch gives {list(reference.shape)} but the server gave {list(answer.shape)}; is --compare the served model?",
                            exit_code=EXIT_FAILED)
