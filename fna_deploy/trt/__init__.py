@@ -266,7 +266,7 @@ def build_engine(
         outputs=[spec(t) for t in tensors if engine.get_tensor_mode(t) == trt.TensorIOMode.OUTPUT],
         profile=profile_dims,
         onnx=str(onnx_path),
-        plugin=str(plugin or default_plugin()),
+        plugin=plugin or default_plugin(),
         fna_config=json.loads(meta["fna_config"]) if meta.get("fna_config") else None,
     )
     from ..utils import write_text_atomic
