@@ -194,6 +194,7 @@ def run_bench(
     total = len(resolutions) * len(active)
     done = 0
     tmp = Path(workdir or tempfile.mkdtemp(prefix="fna-bench-"))
+    tmp.mkdir(parents=True, exist_ok=True)
     for res in resolutions:
         model = load(res).to(device).eval()
         info = model_info(model)

@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "triton": "fna_deploy.commands.triton:triton",
     "serve": "fna_deploy.commands.serve:serve",
     "infer": "fna_deploy.commands.infer:infer",
+    "run": "fna_deploy.commands.run:run",
 }
 
 EXIT_USAGE = 2  # bad input, or a missing dependency / device the user has to provide
