@@ -102,9 +102,10 @@ class BenchReport:
         for backend in dict.fromkeys(m.backend for m in self.measurements):
             rows = sorted((m for m in self.measurements if m.backend == backend and m.variant == "dense"), key=lambda m: m.tokens)
             ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], "-o", color=colors.get(backend), label=f"{backend} dense")
-            for lm in sorted({m.landmarks for m in self.measurements if m.backend == backend and m.variant == "fna"}):
+            landmark_counts = sorted({m.landmarks for m in self.measurements if m.backend == backend and m.variant == "fna"})
+            for lm, style in zip(landmark_counts, ("--s", ":^", "-.v", "--D", ":x")):
                 rows = sorted((m for m in self.measurements if m.backend == backend and m.landmarks == lm), key=lambda m: m.tokens)
-                ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], "--s", color=colors.get(backend), alpha=0.8, label=f"{backend} FNA m={lm}")
+                ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], style, color=colors.get(backend), alpha=0.85, label=f"{backend} FNA m={lm}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("tokens N")
