@@ -58,7 +58,7 @@ class BenchReport:
     model: str
     device: str
     batch: int
-    layers: Optional[str]
+    layers: "str | list[int] | None"
     iters: int
     measurements: list[Measurement] = field(default_factory=list)
     speedups: list[Speedup] = field(default_factory=list)
@@ -159,7 +159,7 @@ def run_bench(
     model_label: str,
     resolutions: Sequence[int],
     landmarks: Sequence[int] = (64,),
-    layers: Optional[str] = None,
+    layers: "str | list[int] | None" = None,
     backends: Sequence[str] = ("torch", "onnxrt"),
     device: str = "cpu",
     batch: int = 1,

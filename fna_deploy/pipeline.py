@@ -28,6 +28,7 @@ class RunReport:
     verify: Optional[dict] = None
     bench: Optional[dict] = None
     triton: Optional[dict] = None
+    infer_command: Optional[str] = None
     skipped: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -59,9 +60,16 @@ def run_pipeline(
     verify_inputs: int = 2,
     triton_backend: Optional[str] = None,
     force: bool = False,
+    compare_spec: Optional[str] = None,
+    save_weights: bool = False,
     progress: Optional[Callable[[str], None]] = None,
 ) -> RunReport:
-    """Export, build (when TensorRT and a GPU are here), verify, bench and write a Triton repository."""
+    """Export, build (when TensorRT and a GPU are here), verify, bench and write a Triton repository.
+
+    ``compare_spec`` is how ``fna-deploy infer --compare`` names this model (e.g. ``W --arch
+    timm:NAME``); with ``save_weights`` the model's weights are written to OUTDIR/weights.safetensors
+    first (random-init models have no file of their own) and ``compare_spec`` should name that file.
+    """
     from .export import default_input_shape, export_onnx
     from .patching import patch, unpatch
 
@@ -120,7 +128,7 @@ def run_pipeline(
 
         res = shape[2]
         result = timed("bench", lambda: run_bench(lambda _r: model, model_label=model_label, resolutions=[res], landmarks=[config.num_landmarks],
-                                                   layers=config.layers if isinstance(config.layers, str) or config.layers is None else ",".join(map(str, config.layers)),
+                                                   layers=config.layers,
                                                    backends=["torch", "onnxrt"], iters=bench_iters, warmup=1, workdir=str(out / ".bench")))
         report.bench = result.to_dict()
         import shutil
@@ -137,6 +145,13 @@ def run_pipeline(
     repo = timed("triton", lambda: write_repository(artifact, out / "triton", RepositoryOptions(name=name, backend=backend, plugin=plugin if engine else None), force=force))
     report.triton = repo.to_dict()
     report.files["triton_repository"] = str(out / "triton")
+    if save_weights:
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "weights.safetensors"))
+        report.files["weights"] = str(out / "weights.safetensors")
+    if compare_spec:
+        report.infer_command = f"fna-deploy infer 127.0.0.1:8000 {name} --random --compare {compare_spec}"
     report.write_json(out / "run_report.json")
     report.files["report"] = str(out / "run_report.json")
     return report

@@ -36,6 +36,8 @@ def print_summary(report: Any, console: Any) -> None:
     if report.triton:
         table.add_row("triton", f"{report.triton['model_dir']} ({report.triton['backend']} backend)")
         table.add_row("serve", f"fna-deploy serve {report.files['triton_repository']}")
+    if report.infer_command:
+        table.add_row("then check it", report.infer_command)
     table.add_row("report", report.files["report"])
     table.add_row("time", ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items()))
     console.print(table)
@@ -75,11 +77,22 @@ def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle
     out = Path(outdir) if outdir else Path(f"fna-run-{name}")
     if (out / "triton" / name).exists() and not force:
         raise CliError(f"{out / 'triton' / name} already exists; pass --force to overwrite it or choose another --outdir")
+    # how `fna-deploy infer --compare` can rebuild this model once it is served
+    save_weights = arch is None and checkpoint is None and model.startswith("timm:")
+    if save_weights:  # random weights: keep them, or nothing could reproduce the served model
+        compare_spec = f"{out / 'weights.safetensors'} --arch {model}"
+    elif arch is not None:
+        compare_spec = f"{model} --arch {arch}"
+    elif checkpoint is not None:
+        compare_spec = f"{model} --checkpoint {checkpoint}"
+    else:
+        compare_spec = model + (" --allow-pickle" if allow_pickle else "")
     with steps(Console(stderr=True)) as step:
         step(f"loading {model_label(model, arch)}")
         module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
         report = run_pipeline(module, config, out, model_label=model_label(model, arch), name=name, fp16=fp16, plugin=plugin,
-                              bench=not no_bench, bench_iters=bench_iters, triton_backend=triton_backend, force=force, progress=step)
+                              bench=not no_bench, bench_iters=bench_iters, triton_backend=triton_backend, force=force,
+                              compare_spec=compare_spec, save_weights=save_weights, progress=step)
     print_summary(report, Console())
     if not report.passed:
         raise CliError(f"the chain finished but a parity check failed; see {report.files['report']}", exit_code=EXIT_FAILED)

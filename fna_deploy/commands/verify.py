@@ -79,9 +79,7 @@ def verify(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
             n = random_n or 2
             pixels = np.random.default_rng(0).standard_normal((n, info.in_chans, *info.img_size), dtype=np.float32)
             label = f"{n} random inputs"
-        feeds = [pixels[i : i + batch] for i in range(0, len(pixels), batch)]
-        if len(feeds) > 1 and len(feeds[-1]) != batch:
-            feeds = feeds[:-1] or feeds
+        feeds = [pixels[i : i + batch] for i in range(0, len(pixels), batch)]  # the last may be smaller
         step("running and comparing")
         report = run_verify(module, feeds, onnx_path=onnx_path, engine_path=engine_path, plugin=plugin, atol=atol, rtol=rtol,
                             model_label=model_label(model, arch), inputs_label=label)

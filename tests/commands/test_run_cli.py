@@ -44,6 +44,28 @@ def test_run_says_why_the_engine_was_skipped(chain):
     assert "skipped" in result.output
 
 
+def test_served_model_matches_with_the_printed_infer_command(chain):
+    """The summary's infer command, run against a live server on the run's repository, passes."""
+    import shlex
+
+    from ..test_triton import _server_binary_or_skip
+
+    out, _result = chain
+    report = json.loads((out / "run_report.json").read_text())
+    command = report["infer_command"]
+    assert f"--compare {out / 'weights.safetensors'} --arch timm:vit_tiny_patch16_224" in command
+    assert (out / "weights.safetensors").exists()
+    binary = _server_binary_or_skip()
+    from fna_deploy.triton import TritonServer
+
+    with TritonServer(out / "triton", binary=binary) as server:
+        args = shlex.split(command)[1:]
+        args[1] = server.http_url  # the printed command assumes the default port 8000
+        result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    assert "vs PyTorch" in result.output
+
+
 def test_run_refuses_to_overwrite_a_repository(chain):
     out, _result = chain
     result = CliRunner().invoke(cli, ["run", *ARGS, "-o", str(out), "--no-bench"])
