@@ -225,3 +225,15 @@ def test_failed_parity_is_reported_and_the_file_kept(tmp_path, monkeypatch):
     assert not report.passed
     assert "output 'output' at batch 1: max abs error" in report.failures[0]
     assert (tmp_path / "x.onnx").exists()
+
+
+def test_external_data(tmp_path):
+    model = tiny_timm(depth=1)
+    report = export_onnx(model, fd.FNAConfig(num_landmarks=6, layers="all"), tmp_path / "m.onnx", external_data=True)
+    assert report.passed  # ONNX Runtime read the weights from m.onnx.data
+    assert [os.path.basename(f) for f in report.files] == ["m.onnx", "m.onnx.data"]
+    assert os.path.getsize(tmp_path / "m.onnx") < 0.1 * os.path.getsize(tmp_path / "m.onnx.data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.data"]  # no staging left
+    # writing the same path without external data removes the stale weights file
+    export_onnx(model, fd.FNAConfig(num_landmarks=6, layers="all"), tmp_path / "m.onnx", external_data=False, check=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
