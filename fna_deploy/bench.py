@@ -176,7 +176,7 @@ def run_bench(
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA GPU is visible here; use --device cpu")
     report = BenchReport(model_label, torch.cuda.get_device_name(0) if device == "cuda" else "cpu", batch, layers, iters)
-    report.machine = {"torch": torch.__version__, "threads": threads or torch.get_num_threads()}
+    report.machine = {"torch": torch.__version__, "threads": threads or torch.get_num_threads(), "fna_ops": _fna_ops_on(device)}
     active = list(backends)
     if "onnxrt" in active:
         try:
@@ -253,6 +253,20 @@ def run_bench(
     if progress:
         progress("done", total, total)
     return report
+
+
+def _fna_ops_on(device: str) -> str:
+    """Which implementation the torch backend's fna ops run: on CUDA, our kernels when the native
+    library is built (registered for the custom ops by loading it), else the PyTorch reference."""
+    if device != "cuda":
+        return "PyTorch reference (CPU)"
+    from .native import NativeLibraryError, load
+
+    try:
+        library = load()
+    except NativeLibraryError as exc:
+        return f"PyTorch reference (native kernels not loaded: {exc})"
+    return "fna CUDA kernels" if library.cuda_registered else "PyTorch reference (library built without CUDA)"
 
 
 def _no_grad(module: nn.Module, x: torch.Tensor) -> Any:

@@ -77,7 +77,8 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
                            device=device, batch=batch, warmup=warmup, iters=iters, threads=threads, progress=update)
     for backend, reason in report.skipped.items():
         console.print(f"[yellow]skipped {backend}:[/yellow] {reason}")
-    console.print(f"\n{report.model} on {report.device}, batch {report.batch}, median of {report.iters} (interleaved)\n")
+    console.print(f"\n{report.model} on {report.device}, batch {report.batch}, median of {report.iters} (interleaved); "
+                  f"torch FNA ops: {report.machine['fna_ops']}\n", highlight=False)
     click.echo(report.markdown())
     if report_path:
         report.write_json(report_path)
