@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hypothesis import settings
+
+# Property tests compare implementations whose float rounding differs (fp32 vs fp64, ONNX Runtime
+# vs torch reductions); a fixed example sequence keeps CI reproducible: the same examples every run.
+settings.register_profile("fna", derandomize=True, deadline=None, print_blob=True)
+settings.load_profile("fna")
 
 
 @pytest.fixture(autouse=True)
