@@ -9,10 +9,8 @@ Nystrom is nearly exact at any m and the error curves say nothing).
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +19,6 @@ from click.testing import CliRunner
 
 from fna_deploy import FNAConfig, parse_layers, patch, unpatch
 from fna_deploy.analyze import (
-    AnalysisReport,
     analyze,
     classify_tokens,
     export_flags,
@@ -30,7 +27,7 @@ from fna_deploy.analyze import (
     write_report,
 )
 from fna_deploy.cli import cli
-from fna_deploy.ops import dense_attention, lower_median, nystrom_attention, select_landmarks
+from fna_deploy.ops import dense_attention, nystrom_attention, select_landmarks
 
 from .conftest import tiny_timm
 

@@ -13,12 +13,6 @@ import click
 
 from ..cli import CliError
 
-MODEL_HELP = (
-    "MODEL is timm:NAME (random weights unless --checkpoint), hf:DIR (a local save_pretrained folder), "
-    "a .pt2 torch.export archive, or a .pt file holding a whole module (needs --allow-pickle); "
-    "with --arch, MODEL is a weights file for that architecture."
-)
-
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """MODEL [--checkpoint FILE] [--arch timm:NAME] [--allow-pickle] [--resolution R]."""
