@@ -1,7 +1,9 @@
 """Images in, model-ready tensors out: ``load_images(directory, model, img_size)`` and ``random_images``.
 
 Preprocessing follows the model: a timm model's own data config (mean, std, interpolation, via
-``timm.data.resolve_data_config``), otherwise ImageNet mean/std with bicubic resizing. Each image is
+``timm.data.resolve_data_config``), a Hugging Face model's saved image processor config
+(``preprocessor_config.json``: image_mean, image_std, resample), otherwise ImageNet mean/std with
+bicubic resizing. Each image is
 resized so that its shorter side matches the target and then center-cropped to ``img_size``
 (aspect ratio kept), the usual evaluation transform. Pillow is imported only when files are read.
 """
@@ -65,11 +67,43 @@ def preprocessing(model: Optional[nn.Module]) -> dict:
             cfg["interpolation"] = str(data.get("interpolation", "bicubic"))
     except ImportError:
         pass
+    cfg.update(_hf_preprocessing(model))
     if len(cfg["mean"]) != cfg["in_chans"]:
         # e.g. a 1-channel model with 3-channel statistics: average them
         cfg["mean"] = (sum(cfg["mean"]) / len(cfg["mean"]),) * cfg["in_chans"]
         cfg["std"] = (sum(cfg["std"]) / len(cfg["std"]),) * cfg["in_chans"]
     return cfg
+
+
+_PIL_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+
+
+def _hf_preprocessing(model: nn.Module) -> dict:
+    """mean/std/interpolation from the image processor config saved beside a Hugging Face model
+    (``preprocessor_config.json`` in the hf:DIR folder), when there is one."""
+    from .patching.hf import HFVisionModel
+
+    source = getattr(model, "source_dir", None) if isinstance(model, HFVisionModel) else None
+    path = Path(source) / "preprocessor_config.json" if source else None
+    if path is None or not path.is_file():
+        return {}
+    import json
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the image processor config {str(path)!r} ({exc})") from None
+    out: dict = {}
+    if data.get("do_normalize", True) is False:
+        out["mean"], out["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    else:
+        if isinstance(data.get("image_mean"), (list, tuple)):
+            out["mean"] = tuple(float(x) for x in data["image_mean"])
+        if isinstance(data.get("image_std"), (list, tuple)):
+            out["std"] = tuple(float(x) for x in data["image_std"])
+    if data.get("resample") in _PIL_RESAMPLE_NAMES:
+        out["interpolation"] = _PIL_RESAMPLE_NAMES[data["resample"]]
+    return out
 
 
 def _normalize(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:

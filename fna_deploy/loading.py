@@ -163,7 +163,7 @@ def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]
     model = cls.from_pretrained(str(path), local_files_only=True)
     if checkpoint is not None:
         _load_into(model, load_state_dict_file(checkpoint), checkpoint)
-    return HFVisionModel(model, img_size)
+    return HFVisionModel(model, img_size, source_dir=str(path))
 
 
 def _load_pickled(path: Path, allow_pickle: bool) -> nn.Module:

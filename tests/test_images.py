@@ -106,3 +106,20 @@ def test_errors(tmp_path):
         load_images(file, None, 32)
     with pytest.raises(ValueError, match="model or an img_size"):
         load_images(tmp_path)
+
+
+def test_hf_model_uses_its_saved_image_processor_config(tmp_path):
+    import json
+
+    transformers = pytest.importorskip("transformers")
+    from fna_deploy.loading import load_model
+
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    transformers.ViTModel(config).save_pretrained(tmp_path / "vit")
+    model = load_model(f"hf:{tmp_path / 'vit'}")
+    assert preprocessing(model)["mean"] == (0.485, 0.456, 0.406)  # no processor config: ImageNet statistics
+    (tmp_path / "vit" / "preprocessor_config.json").write_text(
+        json.dumps({"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25], "resample": 2, "do_normalize": True})
+    )
+    cfg = preprocessing(load_model(f"hf:{tmp_path / 'vit'}"))
+    assert cfg["mean"] == (0.5, 0.5, 0.5) and cfg["std"] == (0.25, 0.25, 0.25) and cfg["interpolation"] == "bilinear"

@@ -185,9 +185,10 @@ class HFVisionModel(nn.Module):
     checkpoint's own. ``model`` is the wrapped transformers model; patching reaches into it.
     """
 
-    def __init__(self, model: nn.Module, img_size: "int | tuple[int, int] | None" = None) -> None:
+    def __init__(self, model: nn.Module, img_size: "int | tuple[int, int] | None" = None, source_dir: "str | None" = None) -> None:
         super().__init__()
         self.model = model
+        self.source_dir = source_dir  # the hf:DIR it came from (its image processor config lives there)
         config = getattr(model.config, "vision_config", None) or model.config
         native = to_pair(getattr(config, "image_size", None))
         self.img_size = to_pair(img_size) or native
