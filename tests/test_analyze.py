@@ -486,7 +486,8 @@ def test_cli_writes_report_and_plots(pickled_model, tmp_path):
     assert data["num_images"] == 2 and len(data["layers"]) == 2
     assert data["skipped_landmarks"] == {"100": "more landmarks than the 65 tokens"}
     assert data["recommendation"]["export_flags"] == "--landmarks 8 --layers 0-1"
-    assert "fna-deploy export MODEL --landmarks 8 --layers 0-1" in result.output
+    # the printed command names the analysed model, ready to paste
+    assert f"fna-deploy export {pickled_model} --allow-pickle --landmarks 8 --layers 0-1" in result.output
     assert len(list((tmp_path / "plots").glob("*.png"))) == 3
 
 
@@ -566,4 +567,4 @@ def test_cli_subprocess(pickled_model, tmp_path):
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(report.read_text())["recommendation"]["num_landmarks"] == 8
-    assert "fna-deploy export MODEL --landmarks 8" in run.stdout
+    assert f"fna-deploy export {pickled_model} --allow-pickle --landmarks 8" in run.stdout

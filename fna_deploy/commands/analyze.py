@@ -53,7 +53,7 @@ def _tokens(tokens: list[int], stable: bool) -> str:
     return shown if stable else f"{shown} [dim](varies)[/dim]"
 
 
-def print_report(report: Any, console: Any) -> None:
+def print_report(report: Any, console: Any, model_args: str = "MODEL") -> None:
     from rich.table import Table
 
     table = Table(
@@ -96,7 +96,7 @@ def print_report(report: Any, console: Any) -> None:
             f"{', '.join(map(str, rec.layers))}; end-to-end 1 - cos = {rec.end_to_end_error:.2e} "
             f"(budget {rec.budget:g}); predicted FLOP saving {100 * rec.flops_saving:.1f}%"
         )
-        console.print(f"  fna-deploy export MODEL {rec.export_flags}", highlight=False, soft_wrap=True)
+        console.print(f"  fna-deploy export {model_args} {rec.export_flags}", highlight=False, soft_wrap=True)
     else:
         console.print(f"[bold]recommended[/bold]: keep the model dense: {rec.reason}")
 
@@ -203,7 +203,9 @@ def analyze(
     import sys
 
     # piped or redirected output keeps every column instead of the 80-column default
-    print_report(report, Console() if sys.stdout.isatty() else Console(width=160))
+    parts = [model] + ([f"--arch {arch}"] if arch else []) + ([f"--checkpoint {checkpoint}"] if checkpoint else [])
+    parts += ["--allow-pickle"] if allow_pickle else []
+    print_report(report, Console() if sys.stdout.isatty() else Console(width=160), " ".join(parts))
     if report_path is not None:
         path = write_report(report, report_path)
         err.print(f"report written to {path}")
