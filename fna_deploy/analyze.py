@@ -32,10 +32,10 @@ include that effect.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -46,6 +46,7 @@ from torch import Tensor, nn
 
 from .config import FNAConfig
 from .flops import dense_core_flops, fna_core_flops, landmark_flops
+from .utils import write_bytes_atomic, write_text_atomic
 from .ops import lower_median, nystrom_attention, select_landmarks
 from .patching import find_adapter, is_patched, patch, unpatch
 from .patching.base import ModelInfo
@@ -922,29 +923,14 @@ def _recommend(
 # output
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_report(report: AnalysisReport, path: "str | os.PathLike[str]") -> Path:
     """Write ``report.to_dict()`` as JSON, atomically (a temporary file renamed into place)."""
     target = Path(path)
     if target.is_dir():
         raise IsADirectoryError(21, "Is a directory", str(target))
     text = json.dumps(report.to_dict(), indent=2, allow_nan=False)
-    _atomic_write(target, lambda tmp: tmp.write_text(text + "\n", encoding="utf-8"))
-    return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(target, text + "\n")
 
 
 def _layers_to_map(report: AnalysisReport, limit: int = 6) -> list[int]:
@@ -981,9 +967,9 @@ def write_plots(report: AnalysisReport, directory: "str | os.PathLike[str]") -> 
     written: list[Path] = []
 
     def save(fig: "Figure", name: str) -> None:
-        target = out / name
-        _atomic_write(target, lambda tmp: fig.savefig(str(tmp), format="png", dpi=110, bbox_inches="tight"))
-        written.append(target)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        written.append(write_bytes_atomic(out / name, buffer.getvalue()))
 
     # 1. token-norm maps (norm / median) over the patch grid
     if report.grid is not None and report.layers and report.layers[0].norms is not None:
