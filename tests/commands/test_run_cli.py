@@ -48,7 +48,7 @@ def test_served_model_matches_with_the_printed_infer_command(chain):
     """The summary's infer command, run against a live server on the run's repository, passes."""
     import shlex
 
-    from ..test_triton import _server_binary_or_skip
+    from ..triton.conftest import _server_binary_or_skip
 
     out, _result = chain
     report = json.loads((out / "run_report.json").read_text())

@@ -19,7 +19,7 @@ pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritoncl
 from fna_deploy import triton as tr  # noqa: E402
 from fna_deploy.cli import cli  # noqa: E402
 
-from ..test_triton import fake_engine, tiny_onnx  # noqa: E402
+from ..triton.conftest import fake_engine, tiny_onnx  # noqa: E402
 
 
 def invoke(*args):

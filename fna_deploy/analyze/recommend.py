@@ -1,0 +1,173 @@
+"""The recommendation: per m and landmark variant, the largest layer set within the error budget
+(bisection over real patched passes), and the candidate with the largest predicted FLOP saving."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..config import FNAConfig
+from ..flops import dense_core_flops, fna_core_flops, landmark_flops
+from ..patching.base import ModelInfo
+from .errors import _end_to_end
+from .probe import Progress
+from .report import Candidate, LayerReport, Recommendation, export_flags
+
+
+def block_linear_flops(block: nn.Module, num_tokens: int) -> float:
+    """Multiply-add FLOPs (x2) of the block's projections and MLP for one image of N tokens."""
+    total = 0.0
+    for module in block.modules():
+        if isinstance(module, nn.Linear):
+            total += 2.0 * num_tokens * module.in_features * module.out_features
+        elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+            total += 2.0 * num_tokens * module.in_proj_weight.shape[0] * module.in_proj_weight.shape[1]
+    return total
+
+
+def _recommend(
+    model: nn.Module,
+    inputs: Tensor,
+    reference: Tensor,
+    layers: list[LayerReport],
+    blocks: list[nn.Module],
+    info: ModelInfo,
+    base: FNAConfig,
+    landmarks: list[int],
+    variants: dict[str, tuple[float, float]],
+    num_tokens: int,
+    num_prefix: int,
+    budget: float,
+    batch_size: int,
+    device: torch.device,
+    progress: Optional[Progress],
+    resolution: Optional[int],
+    active: dict[str, bool],
+    on_features: bool,
+) -> tuple[list[Candidate], Recommendation]:
+    n, h, d = num_tokens, info.num_heads, info.head_dim
+    linear = [block_linear_flops(b, n) for b in blocks]
+    dense_attn = dense_core_flops(n, h * d)
+    flops_dense = sum(linear) + dense_attn * len(blocks)
+    feature_dim = info.embed_dim if base.features == "input" else d
+
+    def fna_flops(m: int, chosen: Sequence[int]) -> float:
+        saved = len(chosen) * (dense_attn - fna_core_flops(n, h * d, m, h, base.pinv_iters))
+        return flops_dense - saved + landmark_flops(n, m, num_prefix, feature_dim) + n * h * d
+
+    def saving(m: int, chosen: Sequence[int]) -> float:
+        return 1.0 - fna_flops(m, chosen) / flops_dense if chosen else 0.0
+
+    if resolution is None and info.img_size is not None and tuple(inputs.shape[-2:]) != tuple(info.img_size):
+        resolution = int(inputs.shape[-1]) if inputs.shape[-1] == inputs.shape[-2] else None
+
+    worth = [m for m in landmarks if dense_attn - fna_core_flops(n, h * d, m, h, base.pinv_iters) > 0]
+    searches = [(m, name) for m in worth for name in variants]
+    candidates: list[Candidate] = []
+    results: dict[tuple[int, str, int], tuple[float, float]] = {}
+    done = 0
+
+    for m, name in searches:
+        massive, artifact = variants[name]
+        if name != "plain" and not active.get(name, False):
+            # no token reached this variant's thresholds in any layer: its landmarks are the plain ones
+            plain = next(c for c in candidates if c.num_landmarks == m and c.variant == "plain")
+            candidates.append(Candidate(m, name, list(plain.layers), plain.end_to_end_error, plain.flops_saving, 0))
+            done += 1
+            if progress:
+                progress("searching layer sets", done, len(searches))
+            continue
+        layers_errors = [
+            (layer.fna_error if name == "plain" else layer.fna_error_variants[name])[m] for layer in layers
+        ]
+        order = sorted(range(len(layers)), key=lambda i: (layers_errors[i], i))
+        evaluations = 0
+
+        def measure(k: int) -> tuple[float, float]:
+            nonlocal evaluations
+            key = (m, name, k)
+            if key not in results:
+                cfg = base.replace(num_landmarks=m, layers=sorted(order[:k]), massive_ratio=massive, artifact_ratio=artifact)
+                results[key] = _end_to_end(model, inputs, reference, cfg, batch_size, device, blocks[-1], on_features)
+                evaluations += 1
+            return results[key]
+
+        # bisection for the largest k whose measured error meets the budget (k = 0 always does)
+        lo, hi = 0, len(layers)
+        if measure(hi)[0] <= budget:
+            lo = hi
+        else:
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                if measure(mid)[0] <= budget:
+                    lo = mid
+                else:
+                    hi = mid
+        chosen = sorted(order[:lo])
+        error = measure(lo)[0] if lo else 0.0
+        candidates.append(Candidate(m, name, chosen, error, saving(m, chosen), evaluations))
+        done += 1
+        if progress:
+            progress("searching layer sets", done, len(searches))
+
+    # the largest predicted saving wins; at equal saving, guarantees/exclusions only when they
+    # clearly help (a 10% lower end-to-end error than the candidate listed first, plain landmarks)
+    best: Optional[Candidate] = None
+    for c in candidates:
+        if not c.layers:
+            continue
+        if best is None:
+            best = c
+            continue
+        better_saving = c.flops_saving > best.flops_saving + 1e-12
+        same_saving = abs(c.flops_saving - best.flops_saving) <= 1e-12
+        if better_saving or (same_saving and c.end_to_end_error < 0.9 * best.end_to_end_error):
+            best = c
+
+    if best is None:
+        if not worth:
+            reason = (
+                f"FNA saves no FLOPs at N={n} with m in {landmarks}: use fewer landmarks or a higher resolution"
+            )
+        else:
+            reason = f"no layer meets the budget of {budget:g} with m in {worth}: raise the budget or m"
+        rec = Recommendation(
+            [], None, 0.0, 0.0, "", float(budget), None, None, flops_dense, flops_dense, 0.0, reason,
+            base.method, base.pinv_iters,
+        )
+        return candidates, rec
+    massive, artifact = variants[best.variant]
+    worst, _mean = results[(best.num_landmarks, best.variant, len(best.layers))]
+    flags = export_flags(
+        best.num_landmarks,
+        best.layers,
+        massive_ratio=massive,
+        artifact_ratio=artifact,
+        method=base.method,
+        features=base.features,
+        pinv_iters=base.pinv_iters,
+        resolution=resolution,
+    )
+    reason = (
+        f"FNA with m={best.num_landmarks} on {len(best.layers)} of {len(layers)} layers keeps the outputs within "
+        f"1 - cos = {worst:.2e} <= {budget:g} and saves {100 * best.flops_saving:.1f}% of the blocks' FLOPs"
+    )
+    rec = Recommendation(
+        layers=best.layers,
+        num_landmarks=best.num_landmarks,
+        massive_ratio=massive,
+        artifact_ratio=artifact,
+        export_flags=flags,
+        budget=float(budget),
+        end_to_end_error=worst,
+        end_to_end_cosine=1.0 - worst,
+        flops_dense=flops_dense,
+        flops_fna=fna_flops(best.num_landmarks, best.layers),
+        flops_saving=best.flops_saving,
+        reason=reason,
+        method=base.method,
+        pinv_iters=base.pinv_iters,
+    )
+    return candidates, rec
