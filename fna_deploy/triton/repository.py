@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from ..utils import current_umask
 from .common import BACKENDS, LOOPBACK
 from .config import RepositoryOptions, build_config, check_config, parse_config, render_config, validate_name, validate_version
 from .tensors import EngineIO, TensorSpec, load_sidecar, onnx_info
@@ -243,9 +244,7 @@ def write_repository(
     staging = Path(tempfile.mkdtemp(prefix=f".{options.name}.staging.", dir=repository))
     written = False
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes 0700; the server may run as another user
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; the server may run as another user
         version_dir = staging / str(options.version)
         version_dir.mkdir()
         if options.backend == "tensorrt":
