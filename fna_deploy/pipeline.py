@@ -151,7 +151,7 @@ def run_pipeline(
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "weights.safetensors"))
         report.files["weights"] = str(out / "weights.safetensors")
     if compare_spec:
-        report.infer_command = f"fna-deploy infer 127.0.0.1:8000 {name} --random --compare {compare_spec}"
+        report.infer_command = f"fna-deploy infer 127.0.0.1:8000 {name} --random 1 --compare {compare_spec}"
     report.write_json(out / "run_report.json")
     report.files["report"] = str(out / "run_report.json")
     return report

@@ -169,7 +169,7 @@ def test_serve_infer_compare_and_sigterm(served_repo, serve_process):
 
     model = served_repo / "tiny.pt"
     # the served FNA config (recorded in config.pbtxt) is applied to the PyTorch model: exact match
-    result = invoke("infer", url, "tiny", "--batch", "3", "--compare", model, "--allow-pickle", "--json", served_repo / "r.json")
+    result = invoke("infer", url, "tiny", "--batch", "3", "--compare", model, "--allow-pickle", "--report", served_repo / "r.json")
     assert result.exit_code == 0, result.output
     assert "output [3, 10] float32" in result.output and "(FNA served config): ok" in result.output
     import json
