@@ -39,7 +39,7 @@ from __future__ import annotations
 from .report import LayerReport, Candidate, Recommendation, AnalysisReport, format_layers, export_flags, write_report
 from .probe import Progress
 from .tokens import token_ratios, classify_tokens
-from .recommend import block_linear_flops
+from .recommend import DEFAULT_BREAK_EVEN_TOKENS, DEFAULT_MIN_SAVING, block_linear_flops, expected_speedup
 from .plots import write_plots
 from .analysis import DEFAULT_LANDMARKS, DEFAULT_BUDGET, DEFAULT_MASSIVE_RATIO, DEFAULT_ARTIFACT_RATIO, VARIANTS, analyze
 

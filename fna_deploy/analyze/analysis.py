@@ -13,7 +13,7 @@ from ..patching import find_adapter, is_patched
 from ..patching.base import ModelInfo
 from .errors import _informative
 from .probe import Progress, _Pass, _count_tokens, _probe_model
-from .recommend import _recommend
+from .recommend import DEFAULT_BREAK_EVEN_TOKENS, DEFAULT_MIN_SAVING, _recommend
 from .report import AnalysisReport
 from .tokens import _layer_reports
 
@@ -74,6 +74,8 @@ def analyze(
     batch_size: int = 8,
     progress: Optional[Progress] = None,
     resolution: Optional[int] = None,
+    min_saving: float = DEFAULT_MIN_SAVING,
+    break_even_tokens: int = DEFAULT_BREAK_EVEN_TOKENS,
 ) -> AnalysisReport:
     """Analyze ``model`` on ``inputs`` [I, C, H, W] and recommend an FNA config for ``budget``.
 
@@ -83,8 +85,15 @@ def analyze(
     guarantees / exclusions. ``config`` supplies method, features, pinv_iters, num_prefix and scale
     (its landmarks, layers and ratios are ignored). The model must not be patched; it is left as
     it was found. ``resolution`` is the ``--resolution`` the export flags carry (default: the
-    inputs' size when it differs from the model's own).
+    inputs' size when it differs from the model's own). ``min_saving`` (a fraction of the blocks'
+    FLOPs) and ``break_even_tokens``: below either, the advice is to stay dense (the best FNA
+    config is still reported); 0 turns a check off. The defaults are measured (docs/benchmarks.md).
     """
+    for name, value in (("min_saving", min_saving), ("break_even_tokens", break_even_tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name}: expected a number >= 0 (0 turns the check off), got {value!r}")
+    if min_saving >= 1:
+        raise ValueError(f"min_saving: {min_saving} is a fraction of the FLOPs; use a value below 1 (e.g. 0.1)")
     ms = _validate(landmarks, budget, massive_ratio, artifact_ratio, batch_size)
     if not isinstance(inputs, Tensor) or inputs.dim() != 4:
         raise ValueError(
@@ -150,6 +159,7 @@ def analyze(
             model, inputs, reference, layers, blocks, info, base, usable, variants, num_tokens, num_prefix,
             budget, batch_size, device, progress, resolution,
             {name: any(d.get(name, False) for d in state.differs) for name in variants}, on_features,
+            min_saving=float(min_saving), break_even_tokens=int(break_even_tokens),
         )
     finally:
         model.train(was_training)
@@ -181,6 +191,8 @@ def analyze(
             "error": "relative Frobenius error of the attention output; end to end: 1 - cosine of the outputs, worst image",
             "end_to_end_on": "last block output" if on_features else "model output",
             "native_img_size": list(native) if native else None,
+            "min_saving": float(min_saving),
+            "break_even_tokens": int(break_even_tokens),
         },
         layers=layers,
         candidates=candidates,

@@ -1,5 +1,16 @@
 """The recommendation: per m and landmark variant, the largest layer set within the error budget
-(bisection over real patched passes), and the candidate with the largest predicted FLOP saving."""
+(bisection over real patched passes), and the candidate with the largest predicted FLOP saving.
+
+Whether to use it at all: FNA pays off only when attention is a large part of the work. Below
+the measured break-even sequence length, or when the predicted saving is small, the advice is
+to stay dense (the best FNA config is still reported, with its flags and expected speedup).
+Both thresholds and the speedup range come from measurements in docs/benchmarks.md (CPU-2c):
+
+- ViT-B/16, FNA m=64 on blocks 2-11: 0.91x (torch) / 0.55x (ONNX Runtime) at 197 tokens,
+  1.07-1.17x at 785 tokens, 1.26-1.59x at 2305: break-even near 800 tokens;
+- at N >= 785 the measured speedups were 84-118% of the FLOP bound (the speedup if only the
+  attention cores got cheaper), so the expected range is 0.85-1.15 x the bound. GPU: unmeasured.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +25,16 @@ from ..patching.base import ModelInfo
 from .errors import _end_to_end
 from .probe import Progress
 from .report import Candidate, LayerReport, Recommendation, export_flags
+
+DEFAULT_MIN_SAVING = 0.10  # predicted FLOP saving below which FNA is not worth an approximation
+DEFAULT_BREAK_EVEN_TOKENS = 800  # measured (docs/benchmarks.md): ViT-B/16 on CPU breaks even near 800 tokens
+SHARE_OF_BOUND = (0.85, 1.15)  # measured speedup / FLOP bound at N >= 785 on CPU (84-118%)
+
+
+def expected_speedup(flops_dense: float, flops_fna: float) -> tuple[float, float]:
+    """The speedup range to expect from the FLOP bound ``flops_dense / flops_fna`` (see the module doc)."""
+    bound = flops_dense / flops_fna if flops_fna > 0 else 1.0
+    return (bound * SHARE_OF_BOUND[0], bound * SHARE_OF_BOUND[1])
 
 
 def block_linear_flops(block: nn.Module, num_tokens: int) -> float:
@@ -46,6 +67,9 @@ def _recommend(
     resolution: Optional[int],
     active: dict[str, bool],
     on_features: bool,
+    *,
+    min_saving: float = DEFAULT_MIN_SAVING,
+    break_even_tokens: int = DEFAULT_BREAK_EVEN_TOKENS,
 ) -> tuple[list[Candidate], Recommendation]:
     n, h, d = num_tokens, info.num_heads, info.head_dim
     linear = [block_linear_flops(b, n) for b in blocks]
@@ -150,10 +174,32 @@ def _recommend(
         pinv_iters=base.pinv_iters,
         resolution=resolution,
     )
+    flops_fna = fna_flops(best.num_landmarks, best.layers)
+    low, high = expected_speedup(flops_dense, flops_fna)
     reason = (
         f"FNA with m={best.num_landmarks} on {len(best.layers)} of {len(layers)} layers keeps the outputs within "
-        f"1 - cos = {worst:.2e} <= {budget:g} and saves {100 * best.flops_saving:.1f}% of the blocks' FLOPs"
+        f"1 - cos = {worst:.2e} <= {budget:g} and saves {100 * best.flops_saving:.1f}% of the blocks' FLOPs "
+        f"(expected speedup {low:.2f}-{high:.2f}x)"
     )
+    dense_because = []
+    if n < break_even_tokens:
+        dense_because.append(
+            f"{n} tokens is below the measured break-even of about {break_even_tokens} tokens "
+            "(ViT-B/16 on CPU: 0.91x at 197 tokens, 1.07-1.17x at 785)"
+        )
+    if best.flops_saving < min_saving:
+        dense_because.append(
+            f"the best config within the budget saves only {100 * best.flops_saving:.1f}% of the blocks' FLOPs "
+            f"(less than {100 * min_saving:.0f}%)"
+        )
+    advice = "fna"
+    if dense_because:
+        advice = "dense"
+        reason = (
+            f"{' and '.join(dense_because)}; the best FNA config (m={best.num_landmarks} on "
+            f"{len(best.layers)} of {len(layers)} layers, 1 - cos = {worst:.2e}) would run at {low:.2f}-{high:.2f}x "
+            "of dense; use a higher resolution for FNA to pay off"
+        )
     rec = Recommendation(
         layers=best.layers,
         num_landmarks=best.num_landmarks,
@@ -164,10 +210,12 @@ def _recommend(
         end_to_end_error=worst,
         end_to_end_cosine=1.0 - worst,
         flops_dense=flops_dense,
-        flops_fna=fna_flops(best.num_landmarks, best.layers),
+        flops_fna=flops_fna,
         flops_saving=best.flops_saving,
         reason=reason,
         method=base.method,
         pinv_iters=base.pinv_iters,
+        advice=advice,
+        expected_speedup=(low, high),
     )
     return candidates, rec

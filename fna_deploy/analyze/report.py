@@ -95,10 +95,15 @@ class Recommendation:
     reason: str
     method: str = "fps"
     pinv_iters: int = 6
+    # "fna": use the config; "dense": stay dense (the fields still describe the best FNA config
+    # found, if any; ``reason`` says why it is not worth it)
+    advice: str = "dense"
+    expected_speedup: Optional[tuple[float, float]] = None  # (low, high) x dense for the config; None without one
 
     @property
     def uses_fna(self) -> bool:
-        return bool(self.layers)
+        """Whether the advice is to use FNA (a config within the budget that is worth it)."""
+        return bool(self.layers) and self.advice == "fna"
 
     def config(self, base: Optional[FNAConfig] = None) -> Optional[FNAConfig]:
         """The recommended FNAConfig (None when dense is recommended)."""
@@ -129,6 +134,8 @@ class Recommendation:
             "reason": self.reason,
             "method": self.method,
             "pinv_iters": self.pinv_iters,
+            "advice": self.advice,
+            "expected_speedup": [_num(v) for v in self.expected_speedup] if self.expected_speedup else None,
         }
 
 

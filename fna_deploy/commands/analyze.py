@@ -88,15 +88,19 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL", verbose: 
     if report.skipped_landmarks:
         for m, why in report.skipped_landmarks.items():
             console.print(f"[dim]m={m} skipped: {why}[/dim]")
+    speedup = f"; expected speedup {rec.expected_speedup[0]:.2f}-{rec.expected_speedup[1]:.2f}x" if rec.expected_speedup else ""
     if rec.uses_fna:
         console.print(
             f"[bold]recommended[/bold] (* in the table): m={rec.num_landmarks} on layers "
             f"{', '.join(map(str, rec.layers))}; end-to-end 1 - cos = {rec.end_to_end_error:.2e} "
-            f"(budget {rec.budget:g}); predicted FLOP saving {100 * rec.flops_saving:.1f}%"
+            f"(budget {rec.budget:g}); predicted FLOP saving {100 * rec.flops_saving:.1f}%{speedup}"
         )
         console.print(f"  fna-deploy export {model_args} {rec.export_flags}", highlight=False, soft_wrap=True)
     else:
         console.print(f"[bold]recommended[/bold]: keep the model dense: {rec.reason}")
+        if rec.layers:
+            console.print("  the best FNA config anyway (* in the table):", highlight=False)
+            console.print(f"  fna-deploy export {model_args} {rec.export_flags}", highlight=False, soft_wrap=True)
 
 
 @click.command()
@@ -114,6 +118,10 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL", verbose: 
 @click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection.")
 @click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")
+@click.option("--min-saving", type=click.FloatRange(min=0, max=1, max_open=True), default=0.10, show_default=True,
+              help="Advise staying dense when the best config saves less than this fraction of the FLOPs (0: off).")
+@click.option("--break-even-tokens", type=click.IntRange(min=0), default=800, show_default=True,
+              help="Advise staying dense below this many tokens (measured on CPU for ViT-B/16, docs/benchmarks.md; 0: off).")
 @device_option()
 @report_option("Write the full report as JSON to FILE.")
 @click.option("--plot", "plot_dir", type=click.Path(file_okay=False), metavar="DIR", help="Write PNG plots into this directory.")
@@ -135,6 +143,8 @@ def analyze(
     method: str,
     pinv_iters: int,
     batch_size: int,
+    min_saving: float,
+    break_even_tokens: int,
     device: str,
     report_path: Optional[str],
     plot_dir: Optional[str],
@@ -191,6 +201,8 @@ def analyze(
             batch_size=batch_size,
             progress=reporter.bar,
             resolution=resolution,
+            min_saving=min_saving,
+            break_even_tokens=break_even_tokens,
         )
     import sys
 

@@ -34,7 +34,7 @@ from .common import BACKENDS, LOOPBACK, DEFAULT_MAX_BATCH, TRITONCLIENT_HINT
 from .tensors import EngineSidecar, TensorSpec, EngineIO, sidecar_path, engine_io, load_sidecar, OnnxInfo, onnx_info
 from .config import NAME_RE, parse_config, render_config, validate_name, validate_version, RepositoryOptions, build_config, check_config
 from .repository import default_name, PYTHON_MODEL, RepositoryReport, server_command, perf_analyzer_command, write_repository, repository_plugins, check_repository
-from .server import free_port, port_in_use, ServerBinary, locate_tritonserver, probe_tritonserver, ServerError, TritonServer
+from .server import free_port, port_in_use, ServerBinary, locate_tritonserver, probe_tritonserver, server_backends, ServerError, TritonServer
 from .client import normalise_url, InferResult, TritonHttpClient
 
 __all__ = [
@@ -71,6 +71,7 @@ __all__ = [
     "probe_tritonserver",
     "render_config",
     "repository_plugins",
+    "server_backends",
     "server_command",
     "sidecar_path",
     "validate_name",

@@ -87,6 +87,15 @@ def locate_tritonserver() -> ServerBinary:
     return ServerBinary(binary, True, env, dist / "backends", stub, dist / "caches")
 
 
+def server_backends(binary: ServerBinary) -> list[str]:
+    """The backends a tritonserver has: the bundled server's (nvidia-pytriton: python only), or the
+    folders of ``backends/`` beside a server's ``bin/`` (the Triton container's layout)."""
+    folder = binary.backend_source if binary.bundled else binary.path.resolve().parent.parent / "backends"
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+
 def probe_tritonserver(binary: Optional[ServerBinary] = None) -> Optional[str]:
     """None when the tritonserver binary can run here (``--help`` answers), else why not."""
     try:
