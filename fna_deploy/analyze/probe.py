@@ -24,11 +24,11 @@ class _Probe:
     def __init__(self, analysis: "_Pass", block_index: int) -> None:
         self.analysis = analysis
         self.block_index = block_index
-        self.x_in: Optional[Tensor] = None  # set by adapters whose attention function never sees its input
-        self.scores: Optional[Tensor] = None  # residual-stream norms entering the block [B, N]
+        self.residual: Optional[Tensor] = None  # the residual stream entering the block [B, N, C]
+        self.scores: Optional[Tensor] = None  # its norms [B, N]
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, x_in: Optional[Tensor], scale: Optional[float]) -> Tensor:
-        return self.analysis.measure(self, q, k, v, x_in, scale)
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: Optional[float]) -> Tensor:
+        return self.analysis.measure(self, q, k, v, scale)
 
 
 def _received_attention(q: Tensor, k: Tensor, scale: float, max_elements: int = 1 << 24) -> Tensor:
@@ -69,7 +69,7 @@ class _Pass:
         # per block: whether a variant's thresholds were reached (so its landmarks can differ from plain)
         self.differs: list[dict[str, bool]] = [{} for _ in range(num_blocks)]
 
-    def measure(self, probe: _Probe, q: Tensor, k: Tensor, v: Tensor, x_in: Optional[Tensor], scale: Optional[float]) -> Tensor:
+    def measure(self, probe: _Probe, q: Tensor, k: Tensor, v: Tensor, scale: Optional[float]) -> Tensor:
         cfg = self.config
         model_scale = float(scale or q.shape[-1] ** -0.5)
         s = float(cfg.scale or model_scale)  # what a patched layer would use (as LayerPlan.attend)
@@ -80,13 +80,13 @@ class _Pass:
             raise RuntimeError(f"analyze: the residual stream entering block {index} was not recorded")
         self.norms[index].append(scores.detach().float().cpu())
         self.received[index].append(_received_attention(q, k, model_scale).cpu())
-        if cfg.features == "input":
-            feats = x_in if x_in is not None else probe.x_in
+        if cfg.features == "input":  # as a patched layer: the residual stream entering the block
+            feats = probe.residual
             if feats is None:
-                raise RuntimeError(f"analyze: block {index} did not expose its attention input (features='input')")
+                raise RuntimeError(f"analyze: the residual stream entering block {index} was not recorded (features='input')")
         else:
             feats = {"q": q, "k": k, "v": v}[cfg.features].mean(dim=1)
-        probe.x_in = None
+        probe.residual = None
         dense_norm = dense.float().flatten(1).norm(dim=1).clamp_min(1e-30)
         patch_scores = scores.float()[:, self.num_prefix :]
         median = lower_median(patch_scores, dim=1).unsqueeze(1) if patch_scores.shape[1] else None
@@ -200,6 +200,7 @@ def _probe_model(
                 if hidden is None:
                     raise RuntimeError(f"analyze: cannot find the residual stream among the inputs of {type(module).__name__}")
                 probe.scores = hidden.detach().float().norm(dim=-1)
+                probe.residual = hidden.detach()
 
             hooks.append(block.register_forward_pre_hook(record, with_kwargs=True))
         return _forward_all(model, inputs, batch_size, device, blocks[-1], progress, "probing layers")
