@@ -14,11 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-PLUGIN_CREATORS = (("FnaLandmarks", "1", "fna"), ("NystromAttention", "1", "fna"))
+from .. import contract
+from .runtime import TensorRTUnavailable
 
-
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT (or a GPU) is missing; the message says what and how to get it."""
+PLUGIN_CREATORS = tuple((o.name, contract.PLUGIN_VERSION, contract.PLUGIN_NAMESPACE) for o in contract.OPS)
 
 
 def tensorrt_version() -> Optional[str]:
