@@ -664,6 +664,15 @@ def write_repository(
             if options.plugin is None:  # from the sidecar: the engine may have moved machines
                 raise FileNotFoundError(2, "the engine's plugin library (named in its sidecar) is missing; pass --plugin", str(plugin))
             raise FileNotFoundError(2, "plugin library not found", str(plugin))
+    if options.backend == "tensorrt":
+        from .trt import engine_runs_here
+
+        reason = engine_runs_here(artifact)
+        if reason:
+            notes.append(f"this engine cannot run on this machine: {reason}")
+        if json.loads(sidecar_path(artifact).read_text()).get("runtime") == "tensorrt-rtx":
+            notes.append("built with TensorRT-RTX: Triton's tensorrt backend deserializes plans with TensorRT, so serve an "
+                         "engine built with --runtime tensorrt (unverified here: no GPU server)")
     if options.backend == "tensorrt" and sidecar is not None and sidecar.plugin is None and options.plugin is None:
         notes.append("the engine sidecar names no plugin library: serving works only if the engine holds no fna plugin layers")
     final_plugin = str((target / "plugins" / Path(plugin).name).resolve()) if plugin else None

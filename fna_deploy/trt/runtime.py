@@ -11,6 +11,9 @@ Nothing here imports a runtime until asked.
 from __future__ import annotations
 
 import importlib
+import json
+import os
+from pathlib import Path
 from typing import Any, Optional
 
 TENSORRT = "tensorrt"
@@ -137,12 +140,21 @@ def rtx_targets(trt: Any, requested: Optional[list[int]]) -> Optional[list[Any]]
 
 
 def engine_runs_here(sidecar: Any) -> Optional[str]:
-    """Can the engine described by ``sidecar`` (an EngineSidecar) run on this machine? None when
-    it can, else one sentence saying why not (runtime missing or another version, no GPU, a GPU
-    the engine was not built for)."""
-    runtime = getattr(sidecar, "runtime", None) or TENSORRT
+    """Can the engine run on this machine? ``sidecar`` is an EngineSidecar, its JSON as a dict, or
+    the engine's path (its ``.plan.json`` is read). None when it can, else one sentence saying why
+    not (runtime missing or another version, no GPU, a GPU the engine was not built for)."""
+    if isinstance(sidecar, (str, os.PathLike)):
+        path = Path(str(sidecar) + ".json")
+        if not path.is_file():
+            return f"the engine has no sidecar {path.name}, so what it needs is unknown; rebuild it with 'fna-deploy build'"
+        try:
+            sidecar = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return f"the engine's sidecar {path.name} is not valid JSON; rebuild it with 'fna-deploy build'"
+    data = sidecar if isinstance(sidecar, dict) else vars(sidecar)
+    runtime = data.get("runtime") or TENSORRT
     label = LABELS.get(runtime, runtime)
-    built = sidecar.tensorrt_version
+    built = str(data.get("tensorrt_version"))
     if runtime not in RUNTIMES:
         return f"the engine names an unknown runtime {runtime!r} in its sidecar; rebuild it with 'fna-deploy build'"
     have = runtime_version(runtime)
@@ -153,7 +165,7 @@ def engine_runs_here(sidecar: Any) -> Optional[str]:
     local = local_compute_capability()
     if local is None:
         return f"the engine needs a CUDA GPU to run and none is visible here ({label} {built} built it without one)"
-    targets = getattr(sidecar, "compute_capabilities", None)
+    targets = data.get("compute_capabilities")
     if runtime == TENSORRT_RTX:
         if local == 90:
             return f"TensorRT-RTX engines cannot run on this GPU ({local_gpu_name()}, compute capability 9.0): rebuild with --runtime tensorrt"
