@@ -262,6 +262,16 @@ class NativeLibrary:
             _float_attr("massive_ratio", massive_ratio), _float_attr("artifact_ratio", artifact_ratio),
             str(method).encode()))
 
+    def contract(self) -> dict[str, Any]:
+        """The plugin contract compiled into the library (fna_contract.h), with the fields the
+        plugins serialise (``state_fields``); compare with ``fna_deploy.contract``."""
+        import json
+
+        fn = self._lib.fna_contract_json
+        fn.restype = ctypes.c_char_p
+        fn.argtypes = []
+        return json.loads(fn().decode())
+
     def check_nystrom_attrs(self, scale: float = 0.0, pinv_iters: int = 6) -> None:
         self._check(self._lib.fna_check_nystrom_attrs(_float_attr("scale", scale), _int32_attr("pinv_iters", pinv_iters)))
 
