@@ -12,7 +12,7 @@ import click
 from .._version import __version__
 from ..cli import user_errors
 
-PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx_graphsurgeon", "polygraphy", "timm", "transformers", "tensorrt", "tritonclient")
+PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx_graphsurgeon", "polygraphy", "timm", "transformers", "tensorrt", "tensorrt_rtx", "tritonclient")
 
 
 def _version(name: str) -> "str | None":

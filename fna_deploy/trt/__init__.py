@@ -191,9 +191,14 @@ def load_plugins(plugin: Optional[str], runtime: str = TENSORRT, trt: Any = None
         raise ValueError(f"plugin library {plugin!r} does not exist")
     import ctypes
 
-    ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)  # REGISTER_TENSORRT_PLUGIN runs on load
+    try:
+        ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)  # REGISTER_TENSORRT_PLUGIN runs on load
+    except OSError as exc:  # e.g. a TensorRT build of the plugin loaded into TensorRT-RTX (no libnvinfer here)
+        raise TensorRTUnavailable(f"cannot load the plugin library {plugin} into {LABELS[runtime]}: {exc}") from None
     registry = trt.get_plugin_registry()
-    missing = [f"{ns}::{name} v{ver}" for name, ver, ns in PLUGIN_CREATORS if registry.get_creator(name, ver, ns) is None]
+    # all_creators rather than get_creator: TensorRT-RTX 1.7's get_creator does not find V3 creators a library registered
+    registered = {(c.name, c.plugin_version, c.plugin_namespace) for c in registry.all_creators}
+    missing = [f"{ns}::{name} v{ver}" for name, ver, ns in PLUGIN_CREATORS if (name, ver, ns) not in registered]
     if missing:
         raise TensorRTUnavailable(f"{plugin} loaded but does not register {', '.join(missing)}; rebuild it with 'fna-deploy plugin build'")
     return trt
