@@ -197,8 +197,9 @@ def load_plugins(plugin: Optional[str], runtime: str = TENSORRT, trt: Any = None
         raise TensorRTUnavailable(f"cannot load the plugin library {plugin} into {LABELS[runtime]}: {exc}") from None
     registry = trt.get_plugin_registry()
     # all_creators rather than get_creator: TensorRT-RTX 1.7's get_creator does not find V3 creators a library registered
-    registered = {(c.name, c.plugin_version, c.plugin_namespace) for c in registry.all_creators}
-    missing = [f"{ns}::{name} v{ver}" for name, ver, ns in PLUGIN_CREATORS if (name, ver, ns) not in registered]
+    registered = {(c.name, c.plugin_version, c.plugin_namespace) for c in getattr(registry, "all_creators", [])}
+    missing = [f"{ns}::{name} v{ver}" for name, ver, ns in PLUGIN_CREATORS
+               if (name, ver, ns) not in registered and registry.get_creator(name, ver, ns) is None]
     if missing:
         raise TensorRTUnavailable(f"{plugin} loaded but does not register {', '.join(missing)}; rebuild it with 'fna-deploy plugin build'")
     return trt
