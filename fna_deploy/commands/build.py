@@ -14,7 +14,7 @@ from ..cli import CliError, user_errors
 @click.command()
 @click.argument("onnx_path", metavar="MODEL.onnx", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine path (default: MODEL.plan beside the ONNX).")
-@click.option("--fp16", is_flag=True, help="fp16 engine: the FP16 builder flag on TensorRT 10, an fp16-converted ONNX on TensorRT 11 (strongly typed). The pseudo-inverse stays fp32.")
+@click.option("--fp16", is_flag=True, help="fp16 engine: the FP16 builder flag on TensorRT 10, an fp16-converted ONNX on TensorRT 11 and TensorRT-RTX (strongly typed). The pseudo-inverse stays fp32.")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library (default: the one 'fna-deploy plugin build' made).")
 @click.option("--batch", "batch_spec", default="1:1:1", show_default=True, help="Optimisation profile for the batch dimension, MIN:OPT:MAX.")
 @click.option("--shapes", multiple=True, metavar="NAME:MINxOPTxMAX", help="Full profile shapes for an input, e.g. images:1,3,224,224x4,3,224,224x8,3,224,224.")

@@ -340,6 +340,8 @@ def build_engine(
         local = local_compute_capability()
         targets, recorded = None, [local] if local is not None else None
     else:
+        if timing_cache:
+            raise ValueError("--timing-cache applies to --runtime tensorrt; TensorRT-RTX builds are not tuned by timing")
         trt = import_runtime(runtime)
         targets = rtx_targets(trt, compute_capabilities)
         recorded = [int(t.name[2:]) for t in targets] if targets else None
