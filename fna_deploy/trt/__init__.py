@@ -341,7 +341,7 @@ def build_engine(
         targets, recorded = None, [local] if local is not None else None
     else:
         if timing_cache:
-            raise ValueError("--timing-cache applies to --runtime tensorrt; TensorRT-RTX builds are not tuned by timing")
+            raise ValueError("--timing-cache is supported with --runtime tensorrt only; drop it for TensorRT-RTX")
         trt = import_runtime(runtime)
         targets = rtx_targets(trt, compute_capabilities)
         recorded = [int(t.name[2:]) for t in targets] if targets else None
