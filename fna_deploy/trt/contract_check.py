@@ -25,10 +25,10 @@ import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from .. import contract
-from .runtime import LABELS, TensorRTUnavailable, import_runtime, resolve_runtime
+from .runtime import LABELS, import_runtime, resolve_runtime
 
 EXPECTED_FNA_ERROR = "Could not create the plugin"  # what the parser says when the recorder returns None
 
