@@ -13,8 +13,10 @@ declares) and lets the runtime's own ONNX parser read the model:
 - the whole graph is parsed once more with every fna node replaced by a stand-in of standard ops
   with the same output rank and dtype, so every other node the parser rejects is reported.
 
-The parser runs in a child process (``python -m fna_deploy.trt.contract_check``): a runtime that
-aborts cannot take the caller down, and the process that builds engines never sees Python creators.
+The parser runs in a child process (``_parser_probe.py``, a plain script: no torch, no
+fna_deploy import, so it starts in about a second): a runtime that aborts cannot take the caller
+down, and the process that builds engines never sees Python creators. This module compares what
+the child recorded with the contract and formats the report.
 """
 
 from __future__ import annotations
