@@ -9,11 +9,24 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import importlib.util
 
-from fna_deploy.contract import HEADER_PATH, render_cpp_header  # noqa: E402
-from fna_deploy.utils import write_text_atomic  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _module(name: str):
+    """fna_deploy/<name>.py by path: both are standard-library only, and importing the package
+    itself would load torch (seconds) for no reason."""
+    spec = importlib.util.spec_from_file_location(f"_fna_{name}", ROOT / "fna_deploy" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+_contract = _module("contract")
+HEADER_PATH, render_cpp_header = _contract.HEADER_PATH, _contract.render_cpp_header
+write_text_atomic = _module("utils").write_text_atomic
 
 
 def main(argv: list[str]) -> int:
