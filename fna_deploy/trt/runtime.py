@@ -164,7 +164,7 @@ def engine_runs_here(sidecar: Any) -> Optional[str]:
         return f"the engine was built with {label} {built} but this machine has {label} {have}; rebuild it here with 'fna-deploy build'"
     local = local_compute_capability()
     if local is None:
-        return f"the engine needs a CUDA GPU to run and none is visible here ({label} {built} built it without one)"
+        return f"the engine ({label} {built}) needs a CUDA GPU to run and none is visible here"
     targets = data.get("compute_capabilities")
     if runtime == TENSORRT_RTX:
         if local == 90:
