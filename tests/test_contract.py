@@ -104,3 +104,21 @@ def test_field_validity(op_name, field, value, expect):
     f = contract.op(op_name).field(field)
     assert expect in f.problem(value)
     assert f.problem(f.default if f.default is not None else 8) is None
+
+
+def test_contract_check_compares_the_node_tensors_with_the_output_rules():
+    from fna_deploy.trt.contract_check import compare_io
+
+    lm, ny = contract.op("FnaLandmarks"), contract.op("NystromAttention")
+    good_lm = compare_io(lm, {"num_landmarks": 8}, [["FLOAT16", ["batch", 17, 64]], None], [["INT32", ["batch", 8]]])
+    assert good_lm == []
+    bad_lm = compare_io(lm, {"num_landmarks": 8}, [["INT64", ["batch", 17, 64]]], [["INT64", ["batch", 9, 1]]])
+    assert any("input features [B, N, D] must be FLOAT, FLOAT16 or BFLOAT16, the file says INT64" in p for p in bad_lm)
+    assert any("output idx [B, num_landmarks] has rank 3" in p for p in bad_lm)
+    assert any("output idx [B, num_landmarks] must be INT32, the file says INT64" in p for p in bad_lm)
+    assert compare_io(lm, {"num_landmarks": 8}, [None], [["INT32", ["batch", 9]]]) == [
+        "output idx [B, num_landmarks] has 9 landmarks in the file but num_landmarks=8"]
+    q = ["FLOAT16", ["batch", 3, 17, 64]]
+    assert compare_io(ny, {}, [q, q, q, ["INT32", ["batch", 8]]], [q]) == []
+    assert compare_io(ny, {}, [q, q, q, ["INT32", ["batch", 8]]], [["FLOAT", ["batch", 3, 17, 64]]]) == [
+        "output out [B, H, N, dv] must have q's type FLOAT16, the file says FLOAT"]

@@ -102,6 +102,17 @@ def tensor_types(model: Any) -> dict[str, Any]:
     return types
 
 
+def describe(vtype: Any) -> "list | None":
+    """[elem type name, dims (int or symbol, None when no shape)] of a tensor type, None if unknown."""
+    from onnx import TensorProto
+
+    if vtype is None or not vtype.HasField("tensor_type") or not vtype.tensor_type.elem_type:
+        return None
+    t = vtype.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim] if t.HasField("shape") else None
+    return [TensorProto.DataType.Name(t.elem_type), dims]
+
+
 def one_node_model(model: Any, node: Any, types: dict, op: "dict | None") -> Any:
     from onnx import TensorProto, helper
 
@@ -179,7 +190,9 @@ def probe(spec: dict) -> dict:
                 attributes[a.name] = [onnx.AttributeProto.AttributeType.Name(a.type),
                                       value.decode(errors="replace") if isinstance(value, bytes) else value if isinstance(value, (int, float, str)) else repr(value)]
             nodes.append({"name": node.name, "op_type": node.op_type, "attributes": attributes,
-                          "passed": records.get(node.name), "errors": errors})
+                          "passed": records.get(node.name), "errors": errors,
+                          "inputs": [describe(types.get(n)) if n else None for n in node.input],
+                          "outputs": [describe(types.get(n)) for n in node.output]})
         graph_errors = parse(trt, stand_ins(model, spec), Path(tmp), "graph")
     del creators
     return {"version": str(trt.__version__), "nodes": nodes, "graph_errors": graph_errors}

@@ -116,6 +116,35 @@ def compare_fields(op: contract.Op, node_attributes: dict[str, Any], passed: dic
     return problems
 
 
+FLOAT_TYPES = ("FLOAT", "FLOAT16", "BFLOAT16")
+
+
+def compare_io(op: contract.Op, node_attributes: dict[str, Any], inputs: list, outputs: list) -> list[str]:
+    """Sentences where the node's tensor types in the file (rank, dtype, num_landmarks) break the
+    contract's input/output rules. ``inputs``/``outputs``: [elem type, dims] or None (unknown)."""
+    problems = []
+    q_type = inputs[0][0] if inputs and inputs[0] else None
+    for tensors, got_list, kind in ((op.inputs, inputs, "input"), (op.outputs, outputs, "output")):
+        for tensor, got in zip(tensors, got_list):
+            if got is None:
+                continue
+            elem, dims = got
+            where = f"{kind} {tensor.name} [{', '.join(tensor.shape)}]"
+            if dims is not None and len(dims) != len(tensor.shape):
+                problems.append(f"{where} has rank {len(dims)} in the file")
+            if tensor.types == "int32" and elem != "INT32":
+                problems.append(f"{where} must be INT32, the file says {elem}")
+            elif tensor.types == "float" and elem not in FLOAT_TYPES:
+                problems.append(f"{where} must be FLOAT, FLOAT16 or BFLOAT16, the file says {elem}")
+            elif tensor.types == "like:q" and q_type and elem != q_type:
+                problems.append(f"{where} must have q's type {q_type}, the file says {elem}")
+            m = node_attributes.get("num_landmarks")
+            if (tensor.shape[-1] == "num_landmarks" and dims and len(dims) == len(tensor.shape) and isinstance(dims[-1], int)
+                    and dims[-1] > 0 and isinstance(m, int) and dims[-1] != m):
+                problems.append(f"{where} has {dims[-1]} landmarks in the file but num_landmarks={m}")
+    return problems
+
+
 # --------------------------------------------------------------------------- the parent side
 def _spec(onnx_path: Path, runtime: str) -> dict[str, Any]:
     from .runtime import MODULES
@@ -143,6 +172,7 @@ def _node_check(node: dict[str, Any]) -> NodeCheck:
         )
     else:
         problems += compare_fields(op, attrs, passed)
+        problems += compare_io(op, attrs, node.get("inputs", []), node.get("outputs", []))
         problems += [f"the parser reports: {e}" for e in unexpected]
     return NodeCheck(node["name"], node["op_type"], passed is not None, passed or {}, declared_fields(op) if op else {}, problems)
 
