@@ -94,16 +94,18 @@ def test_hand_edited_attributes_are_each_caught_with_a_sentence(exports, tmp_pat
     report = json.loads(report_path.read_text())
     assert not report["ok"]
     problems = report["problems"]
-    assert len(problems) == 4, problems
+    assert len(problems) == 5, problems
     lm, att0, att1 = "/blocks.0/attn/FnaLandmarks", "/blocks.0/attn/NystromAttention", "/blocks.1/attn/NystromAttention"
     assert any(p.startswith(lm) and "num_landmarks must be >= 1, got -3" in p for p in problems)
     assert any(p.startswith(lm) and "'num_landmark' is not a field of the FnaLandmarks creator" in p for p in problems)
+    # the file's idx tensor still has 8 columns: the contract's output rule catches the mismatch too
+    assert any(p.startswith(lm) and "output idx [B, num_landmarks] has 8 landmarks in the file but num_landmarks=-3" in p for p in problems)
     assert any(p.startswith(att0) and "pinv_iters reached the creator as FLOAT32 but the creator declares INT32" in p for p in problems)
     assert any(p.startswith(att1) and "no creator NystromAttention version '2' in namespace 'fna'" in p for p in problems)
     nodes = {n["name"]: n for n in report["nodes"]}
     assert nodes[att1]["creator_found"] is False and nodes[lm]["creator_found"] is True
     assert report["graph_parses"] and report["rejected"] == []  # the rest of the graph still parses
-    assert "contract check FAILED: 4 problem(s)" in result.output
+    assert "contract check FAILED: 5 problem(s)" in result.output
 
 
 def test_check_reports_a_non_fna_node_the_parser_rejects(exports, tmp_path):
