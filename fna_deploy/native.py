@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional
 
 ABI_VERSION = 1
 LIBRARY_NAME = "libfna.so"
+TRT_RTX_PLUGIN_NAME = "libfna_trt_rtx_plugin.so"
 TRT_PLUGIN_NAME = "libfna_trt_plugin.so"
 BUILD_INFO = "fna_build_info.json"
 DEFAULT_CUDA_ARCHS = "80;86;89;90"
@@ -81,12 +82,14 @@ def find_library(build_dir: "Path | str | None" = None) -> Optional[Path]:
     return None
 
 
-def find_trt_plugin(build_dir: "Path | str | None" = None) -> Optional[Path]:
-    """Path of the built TensorRT plugin library (``libfna_trt_plugin.so``), or None."""
+def find_trt_plugin(build_dir: "Path | str | None" = None, runtime: str = "tensorrt") -> Optional[Path]:
+    """Path of the built plugin library for ``runtime``: ``libfna_trt_plugin.so`` (TensorRT) or
+    ``libfna_trt_rtx_plugin.so`` (TensorRT-RTX, built when CMake finds TensorRT_RTX_ROOT), or None."""
     build = Path(build_dir or default_build_dir())
     info = read_build_info(build)
-    candidates = [Path(info["trt_plugin"])] if info and info.get("trt_plugin") else []
-    candidates.append(build / "lib" / TRT_PLUGIN_NAME)
+    key, name = ("trt_rtx_plugin", TRT_RTX_PLUGIN_NAME) if runtime == "tensorrt-rtx" else ("trt_plugin", TRT_PLUGIN_NAME)
+    candidates = [Path(info[key])] if info and info.get(key) else []
+    candidates.append(build / "lib" / name)
     for path in candidates:
         if path.is_file():
             return path
@@ -262,6 +265,16 @@ class NativeLibrary:
             _int32_attr("num_landmarks", num_landmarks), _int32_attr("num_prefix", num_prefix),
             _float_attr("massive_ratio", massive_ratio), _float_attr("artifact_ratio", artifact_ratio),
             str(method).encode()))
+
+    def contract(self) -> dict[str, Any]:
+        """The plugin contract compiled into the library (fna_contract.h), with the fields the
+        plugins serialise (``state_fields``); compare with ``fna_deploy.contract``."""
+        import json
+
+        fn = self._lib.fna_contract_json
+        fn.restype = ctypes.c_char_p
+        fn.argtypes = []
+        return json.loads(fn().decode())
 
     def check_nystrom_attrs(self, scale: float = 0.0, pinv_iters: int = 6) -> None:
         self._check(self._lib.fna_check_nystrom_attrs(_float_attr("scale", scale), _int32_attr("pinv_iters", pinv_iters)))

@@ -120,7 +120,7 @@ def test_fp16_conversion_without_io_casts(fp32_export):
 def test_build_without_tensorrt_says_so_and_writes_nothing(fp32_export, tmp_path):
     _model, path = fp32_export
     plan = tmp_path / "m.plan"
-    result = CliRunner().invoke(cli, ["build", str(path), "-o", str(plan), "--fp16"])
+    result = CliRunner().invoke(cli, ["build", str(path), "-o", str(plan), "--fp16", "--runtime", "tensorrt"])
     assert result.exit_code == 2
     assert "error: TensorRT is not installed" in result.output or "needs a CUDA GPU" in result.output
     assert "Traceback" not in result.output

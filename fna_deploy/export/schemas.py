@@ -1,6 +1,7 @@
 """The ``fna`` ONNX domain: operator schemas (with shape inference) for FnaLandmarks and
 NystromAttention, registered with the onnx package so the checker, shape inference and
-onnxscript know them. The contract is ../shared/ARCHITECTURE.md ("ONNX operator contract")."""
+onnxscript know them. Names, inputs, outputs and attributes come from ``fna_deploy.contract``,
+the one table the C++ plugin creators and the TensorRT contract check read too."""
 
 from __future__ import annotations
 
@@ -8,12 +9,10 @@ import onnx
 from onnx import TensorProto
 from onnx.defs import OpSchema
 
-DOMAIN = "fna"
-VERSION = 1
-LANDMARKS = "FnaLandmarks"
-NYSTROM = "NystromAttention"
-PLUGIN_NAMESPACE = "fna"
-PLUGIN_VERSION = "1"
+from .. import contract
+from ..contract import DOMAIN, LANDMARKS, NYSTROM, PLUGIN_NAMESPACE, PLUGIN_VERSION
+
+VERSION = contract.DOMAIN_VERSION
 
 _FLOATS = ["tensor(float)", "tensor(float16)", "tensor(bfloat16)"]
 _registered = False
@@ -44,66 +43,53 @@ def _nystrom_inference(ctx: "onnx.shape_inference.InferenceContext") -> None:
     ctx.set_output_type(0, out)
 
 
+_ATTR_TYPES = {"int32": OpSchema.AttrType.INT, "float32": OpSchema.AttrType.FLOAT, "string": OpSchema.AttrType.STRING}
+
+
 def _attr(name: str, default, doc: str) -> OpSchema.Attribute:
     return OpSchema.Attribute(name, onnx.helper.make_attribute(name, default), doc)
 
 
-def _plugin_attributes() -> list:
-    return [
-        _attr("plugin_namespace", PLUGIN_NAMESPACE, "TensorRT plugin namespace"),
-        _attr("plugin_version", PLUGIN_VERSION, "TensorRT plugin version"),
-    ]
+def _field_attribute(field: contract.Field) -> OpSchema.Attribute:
+    if field.required:
+        return OpSchema.Attribute(field.name, _ATTR_TYPES[field.type], field.doc, required=True)
+    return _attr(field.name, field.default, field.doc)
+
+
+def _tensor_type(tensor: contract.Tensor, type_var: str) -> str:
+    return "tensor(int32)" if tensor.types == "int32" else type_var
+
+
+def _schema(spec: contract.Op, type_constraints: list, type_vars: dict) -> OpSchema:
+    option = OpSchema.FormalParameterOption
+    return OpSchema(
+        spec.name,
+        DOMAIN,
+        VERSION,
+        spec.doc,
+        inputs=[
+            OpSchema.FormalParameter(t.name, _tensor_type(t, type_vars.get(t.name, "T")), f"[{', '.join(t.shape)}] {t.doc}",
+                                     param_option=option.Optional if t.optional else option.Single)
+            for t in spec.inputs
+        ],
+        outputs=[OpSchema.FormalParameter(t.name, _tensor_type(t, "T"), f"[{', '.join(t.shape)}] {t.doc}") for t in spec.outputs],
+        type_constraints=type_constraints,
+        attributes=[
+            *(_field_attribute(f) for f in spec.fields),
+            _attr("plugin_namespace", PLUGIN_NAMESPACE, "TensorRT plugin namespace"),
+            _attr("plugin_version", PLUGIN_VERSION, "TensorRT plugin version"),
+        ],
+    )
 
 
 def landmarks_schema() -> OpSchema:
-    schema = OpSchema(
-        LANDMARKS,
-        DOMAIN,
-        VERSION,
-        "Landmark token indices for Fast Nystrom Attention: guaranteed prefix/massive tokens first, "
-        "then farthest-point sampling (or an even grid) over eligible tokens; excluded tokens fill in last.",
-        inputs=[
-            OpSchema.FormalParameter("features", "T", "[B, N, D] sampling features"),
-            OpSchema.FormalParameter(
-                "scores", "S", "[B, N] per-token activation norms", param_option=OpSchema.FormalParameterOption.Optional
-            ),
-        ],
-        outputs=[OpSchema.FormalParameter("idx", "tensor(int32)", "[B, m] landmark indices")],
-        type_constraints=[("T", _FLOATS, "feature types"), ("S", _FLOATS, "score types")],
-        attributes=[
-            OpSchema.Attribute("num_landmarks", OpSchema.AttrType.INT, "m", required=True),
-            _attr("num_prefix", 0, "leading tokens always kept"),
-            _attr("method", "fps", "fps | grid"),
-            _attr("massive_ratio", 0.0, "guarantee tokens with score >= ratio x median (0 = off)"),
-            _attr("artifact_ratio", 0.0, "exclude tokens with score >= ratio x median (0 = off)"),
-            *_plugin_attributes(),
-        ],
-    )
+    schema = _schema(contract.op(LANDMARKS), [("T", _FLOATS, "feature types"), ("S", _FLOATS, "score types")], {"scores": "S"})
     schema.set_type_and_shape_inference_function(_landmarks_inference)
     return schema
 
 
 def nystrom_schema() -> OpSchema:
-    schema = OpSchema(
-        NYSTROM,
-        DOMAIN,
-        VERSION,
-        "Nystrom approximation of softmax attention on landmark tokens: "
-        "softmax(s q kp^T) pinv(softmax(s qp kp^T)) softmax(s qp k^T) v, pinv by Newton-Schulz in fp32.",
-        inputs=[
-            OpSchema.FormalParameter("q", "T", "[B, H, N, d]"),
-            OpSchema.FormalParameter("k", "T", "[B, H, N, d]"),
-            OpSchema.FormalParameter("v", "T", "[B, H, N, dv]"),
-            OpSchema.FormalParameter("idx", "tensor(int32)", "[B, m] landmark indices"),
-        ],
-        outputs=[OpSchema.FormalParameter("out", "T", "[B, H, N, dv]")],
-        type_constraints=[("T", _FLOATS, "float types")],
-        attributes=[
-            _attr("scale", 0.0, "attention scale (0 = head_dim ** -0.5)"),
-            _attr("pinv_iters", 6, "Newton-Schulz iterations"),
-            *_plugin_attributes(),
-        ],
-    )
+    schema = _schema(contract.op(NYSTROM), [("T", _FLOATS, "float types")], {})
     schema.set_type_and_shape_inference_function(_nystrom_inference)
     return schema
 

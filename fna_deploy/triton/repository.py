@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 from ..utils import current_umask
 from .common import BACKENDS, LOOPBACK
 from .config import RepositoryOptions, build_config, check_config, parse_config, render_config, validate_name, validate_version
-from .tensors import EngineIO, TensorSpec, load_sidecar, onnx_info
+from .tensors import EngineIO, TensorSpec, load_sidecar, onnx_info, sidecar_path
 
 
 def default_name(artifact: "str | os.PathLike[str]") -> str:
@@ -229,6 +229,15 @@ def write_repository(
             if options.plugin is None:  # from the sidecar: the engine may have moved machines
                 raise FileNotFoundError(2, "the engine's plugin library (named in its sidecar) is missing; pass --plugin", str(plugin))
             raise FileNotFoundError(2, "plugin library not found", str(plugin))
+    if options.backend == "tensorrt":
+        from ..trt import engine_runs_here
+
+        reason = engine_runs_here(artifact)
+        if reason:
+            notes.append(f"this engine cannot run on this machine: {reason}")
+        if json.loads(sidecar_path(artifact).read_text()).get("runtime") == "tensorrt-rtx":
+            notes.append("built with TensorRT-RTX: Triton's tensorrt backend deserializes plans with TensorRT, so serve an "
+                         "engine built with --runtime tensorrt (unverified here: no GPU server)")
     if options.backend == "tensorrt" and sidecar is not None and sidecar.plugin is None and options.plugin is None:
         notes.append("the engine sidecar names no plugin library: serving works only if the engine holds no fna plugin layers")
     final_plugin = str((target / "plugins" / Path(plugin).name).resolve()) if plugin else None

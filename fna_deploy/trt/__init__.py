@@ -14,11 +14,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-PLUGIN_CREATORS = (("FnaLandmarks", "1", "fna"), ("NystromAttention", "1", "fna"))
+from .. import contract
+from .runtime import (
+    LABELS,
+    TENSORRT,
+    TENSORRT_RTX,
+    TensorRTUnavailable,
+    engine_runs_here,
+    format_cc,
+    import_runtime,
+    local_compute_capability,
+    local_gpu_name,
+    parse_compute_capabilities,
+    resolve_runtime,
+    rtx_targets,
+)
 
-
-class TensorRTUnavailable(RuntimeError):
-    """TensorRT (or a GPU) is missing; the message says what and how to get it."""
+PLUGIN_CREATORS = tuple((o.name, contract.PLUGIN_VERSION, contract.PLUGIN_NAMESPACE) for o in contract.OPS)
 
 
 def tensorrt_version() -> Optional[str]:
@@ -51,13 +63,14 @@ def major_version(version: str) -> int:
         raise ValueError(f"cannot read a TensorRT version from {version!r}") from None
 
 
-def fp16_strategy(version: str, fp16: bool) -> str:
+def fp16_strategy(version: str, fp16: bool, runtime: str = TENSORRT) -> str:
     """How to get an fp16 engine from this TensorRT: ``"fp32"`` (not asked), ``"builder-flag"``
     (TensorRT <= 10: BuilderFlag.FP16 on a weakly typed network) or ``"convert-onnx"``
-    (TensorRT >= 11: strongly typed only, so the ONNX itself is converted to fp16 first)."""
+    (TensorRT >= 11 and TensorRT-RTX: strongly typed only, so the ONNX itself is converted to fp16 first)."""
     if not fp16:
         return "fp32"
-    return "builder-flag" if major_version(version) <= 10 else "convert-onnx"
+    major = major_version(version)
+    return "builder-flag" if runtime == TENSORRT and major <= 10 else "convert-onnx"
 
 
 def parse_batch(spec: str) -> tuple[int, int, int]:
@@ -114,6 +127,10 @@ class EngineSidecar:
     plugin: Optional[str] = None
     fna_config: Optional[dict] = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # which runtime built it ("tensorrt" | "tensorrt-rtx"; tensorrt_version holds its version) and
+    # for which compute capabilities (e.g. [86]); None: the runtime's default set (TensorRT-RTX)
+    runtime: str = TENSORRT
+    compute_capabilities: Optional[list[int]] = None
 
     @property
     def max_batch(self) -> int:
@@ -148,9 +165,25 @@ def default_plugin() -> Optional[str]:
     return str(found) if found else None
 
 
-def load_plugins(plugin: Optional[str]) -> Any:
-    """Load the fna plugin library into TensorRT and check the creators are registered."""
-    trt = require_tensorrt()
+def has_fna_nodes(model: Any) -> bool:
+    return any(n.domain == contract.DOMAIN for n in model.graph.node)
+
+
+def load_plugins(plugin: Optional[str], runtime: str = TENSORRT, trt: Any = None) -> Any:
+    """Load the fna plugin library into ``runtime`` and check the creators are registered."""
+    if trt is None:
+        trt = require_tensorrt() if runtime == TENSORRT else import_runtime(runtime)
+    if runtime == TENSORRT_RTX and not plugin:
+        from ..native import find_trt_plugin
+
+        found = find_trt_plugin(runtime=TENSORRT_RTX)
+        plugin = str(found) if found else None
+        if not plugin:
+            raise TensorRTUnavailable(
+                "this export has fna nodes and no TensorRT-RTX build of the fna plugin library was found: build it with "
+                "'fna-deploy plugin build' on a machine with nvcc and a TensorRT-RTX SDK (cmake -DTensorRT_RTX_ROOT=...) "
+                "or pass --plugin LIB; a dense export builds without it"
+            )
     plugin = plugin or default_plugin()
     if not plugin:
         raise TensorRTUnavailable("no fna plugin library: build it with 'fna-deploy plugin build' or pass --plugin LIB")
@@ -158,9 +191,15 @@ def load_plugins(plugin: Optional[str]) -> Any:
         raise ValueError(f"plugin library {plugin!r} does not exist")
     import ctypes
 
-    ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)  # REGISTER_TENSORRT_PLUGIN runs on load
+    try:
+        ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)  # REGISTER_TENSORRT_PLUGIN runs on load
+    except OSError as exc:  # e.g. a TensorRT build of the plugin loaded into TensorRT-RTX (no libnvinfer here)
+        raise TensorRTUnavailable(f"cannot load the plugin library {plugin} into {LABELS[runtime]}: {exc}") from None
     registry = trt.get_plugin_registry()
-    missing = [f"{ns}::{name} v{ver}" for name, ver, ns in PLUGIN_CREATORS if registry.get_creator(name, ver, ns) is None]
+    # all_creators rather than get_creator: TensorRT-RTX 1.7's get_creator does not find V3 creators a library registered
+    registered = {(c.name, c.plugin_version, c.plugin_namespace) for c in getattr(registry, "all_creators", [])}
+    missing = [f"{ns}::{name} v{ver}" for name, ver, ns in PLUGIN_CREATORS
+               if (name, ver, ns) not in registered and registry.get_creator(name, ver, ns) is None]
     if missing:
         raise TensorRTUnavailable(f"{plugin} loaded but does not register {', '.join(missing)}; rebuild it with 'fna-deploy plugin build'")
     return trt
@@ -182,6 +221,87 @@ def strip_fna_functions(model: Any) -> Any:
     return model
 
 
+def _profile(model: Any, batch: tuple[int, int, int], shapes: Optional[dict]) -> dict[str, dict[str, list[int]]]:
+    """input -> {"min", "opt", "max"} for every graph input (the batch range, or --shapes)."""
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    out = {}
+    for inp in inputs:
+        if shapes and inp.name in shapes:
+            lo, opt, hi = shapes[inp.name]
+        else:
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+            if any(d < 0 for d in dims[1:]):
+                raise ValueError(f"input {inp.name!r} has dynamic dimensions besides the batch; give --shapes")
+            lo, opt, hi = ([b, *dims[1:]] for b in batch)
+        out[inp.name] = {"min": list(lo), "opt": list(opt), "max": list(hi)}
+    return out
+
+
+def _build_with_polygraphy(trt: Any, source: Path, strategy: str, profile_dims: dict, workspace_gib: float,
+                           timing_cache: Optional[str]) -> tuple[bytes, list[TensorSpec], list[TensorSpec]]:
+    """TensorRT (needs its GPU): polygraphy's loaders build; the I/O comes from the engine."""
+    import numpy as np
+    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile
+
+    profile = Profile()
+    for name, p in profile_dims.items():
+        profile.add(name, p["min"], p["opt"], p["max"])
+    strongly_typed = strategy == "convert-onnx" or major_version(trt.__version__) >= 11
+    network = NetworkFromOnnxPath(str(source), strongly_typed=strongly_typed) if strongly_typed else NetworkFromOnnxPath(str(source))
+    config = CreateConfig(
+        fp16=strategy == "builder-flag",
+        profiles=[profile],
+        memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))},
+        load_timing_cache=timing_cache if timing_cache and Path(timing_cache).exists() else None,
+    )
+    engine = EngineFromNetwork(network, config, save_timing_cache=timing_cache)()
+    tensors = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+
+    def spec(name: str) -> TensorSpec:
+        return TensorSpec(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name, list(engine.get_tensor_shape(name)))
+
+    return (bytes(engine.serialize()),
+            [spec(t) for t in tensors if engine.get_tensor_mode(t) == trt.TensorIOMode.INPUT],
+            [spec(t) for t in tensors if engine.get_tensor_mode(t) == trt.TensorIOMode.OUTPUT])
+
+
+def _build_rtx(trt: Any, source: Path, profile_dims: dict, workspace_gib: float, targets: Optional[list],
+               verbose: bool) -> tuple[bytes, list[TensorSpec], list[TensorSpec]]:
+    """TensorRT-RTX (no GPU needed): its builder API directly (polygraphy would need
+    POLYGRAPHY_USE_TENSORRT_RTX before its first import); the I/O comes from the network."""
+    import numpy as np
+
+    logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.ERROR)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(source)):
+        errors = [parser.get_error(i) for i in range(parser.num_errors)]
+        first = errors[0] if errors else None
+        where = f" at {first.node_name() or first.node()} ({first.node_operator()})" if first else ""
+        raise ValueError(f"TensorRT-RTX's ONNX parser rejects {source.name}{where}: {first.desc() if first else 'no reason given'}; "
+                         "'fna-deploy build --check' lists every problem")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    if targets:
+        config.num_compute_capabilities = len(targets)
+        for i, cc in enumerate(targets):
+            config.set_compute_capability(cc, i)
+    profile = builder.create_optimization_profile()
+    for name, p in profile_dims.items():
+        profile.set_shape(name, p["min"], p["opt"], p["max"])
+    config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ValueError(f"TensorRT-RTX could not build an engine from {source.name}; rerun with --verbose for the builder's log")
+
+    def spec(t: Any) -> TensorSpec:
+        return TensorSpec(t.name, np.dtype(trt.nptype(t.dtype)).name, list(t.shape))
+
+    return (bytes(serialized), [spec(network.get_input(i)) for i in range(network.num_inputs)],
+            [spec(network.get_output(i)) for i in range(network.num_outputs)])
+
+
 def build_engine(
     onnx_path: "str | Path",
     plan_path: "str | Path",
@@ -193,8 +313,15 @@ def build_engine(
     workspace_gib: float = 4.0,
     timing_cache: Optional[str] = None,
     verbose: bool = False,
+    runtime: str = "auto",
+    compute_capabilities: Optional[list[int]] = None,
 ) -> EngineSidecar:
-    """Parse ``onnx_path`` with the fna plugins loaded, build, and write the plan + sidecar atomically."""
+    """Parse ``onnx_path`` with the fna plugins loaded, build, and write the plan + sidecar atomically.
+
+    runtime: ``tensorrt`` (needs a GPU; builds for it), ``tensorrt-rtx`` (builds on any machine,
+    for ``compute_capabilities`` such as [80, 86, 89, 120]; default: the local GPU's, else the
+    library's default set; 9.0 is refused) or ``auto`` (TensorRT with a GPU, else TensorRT-RTX).
+    """
     import onnx
 
     from ..export.fp16 import convert_to_fp16, is_fp16
@@ -204,15 +331,32 @@ def build_engine(
     if not onnx_path.is_file():
         raise FileNotFoundError(2, "no such ONNX file", str(onnx_path))
     check_writable(plan_path)
-    trt = load_plugins(plugin)
-    from polygraphy.backend.trt import CreateConfig, EngineFromNetwork, NetworkFromOnnxPath, Profile
-    from polygraphy.logger import G_LOGGER
-
-    G_LOGGER.module_severity = G_LOGGER.VERBOSE if verbose else G_LOGGER.WARNING
-    strategy = fp16_strategy(trt.__version__, fp16)
+    runtime = resolve_runtime(runtime)
     model = onnx.load(str(onnx_path), load_external_data=False)
-    source = onnx_path
+    if runtime == TENSORRT:
+        if compute_capabilities:
+            raise ValueError("--compute-capabilities applies to --runtime tensorrt-rtx; TensorRT builds for the GPU it runs on")
+        trt = load_plugins(plugin)
+        local = local_compute_capability()
+        targets, recorded = None, [local] if local is not None else None
+    else:
+        if timing_cache:
+            raise ValueError("--timing-cache is supported with --runtime tensorrt only; drop it for TensorRT-RTX")
+        trt = import_runtime(runtime)
+        targets = rtx_targets(trt, compute_capabilities)
+        recorded = [int(t.name[2:]) for t in targets] if targets else None
+        if has_fna_nodes(model):
+            load_plugins(plugin, runtime, trt)
+        elif plugin:
+            raise ValueError(f"{onnx_path.name} has no fna nodes, so --plugin is not needed")
+    if runtime == TENSORRT:
+        from polygraphy.logger import G_LOGGER
+
+        G_LOGGER.module_severity = G_LOGGER.VERBOSE if verbose else G_LOGGER.WARNING
+    strategy = fp16_strategy(trt.__version__, fp16, runtime)
+    profile_dims = _profile(model, batch, shapes)
     with tempfile.TemporaryDirectory() as tmp:
+        source = onnx_path
         prepared = strip_fna_functions(onnx.load(str(onnx_path)))
         changed = prepared is not None
         prepared = prepared or onnx.load(str(onnx_path))
@@ -221,62 +365,45 @@ def build_engine(
         if changed:
             source = Path(tmp) / "model.onnx"
             onnx.save_model(prepared, source, save_as_external_data=prepared.ByteSize() > EXTERNAL_DATA_THRESHOLD)
-        inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
-        profile = Profile()
-        profile_dims: dict[str, dict[str, list[int]]] = {}
-        for inp in inputs:
-            if shapes and inp.name in shapes:
-                lo, opt, hi = shapes[inp.name]
-            else:
-                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
-                if any(d < 0 for d in dims[1:]):
-                    raise ValueError(f"input {inp.name!r} has dynamic dimensions besides the batch; give --shapes")
-                lo, opt, hi = ([b, *dims[1:]] for b in batch)
-            profile.add(inp.name, lo, opt, hi)
-            profile_dims[inp.name] = {"min": list(lo), "opt": list(opt), "max": list(hi)}
-        strongly_typed = strategy == "convert-onnx" or major_version(trt.__version__) >= 11
-        network = NetworkFromOnnxPath(str(source), strongly_typed=strongly_typed) if strongly_typed else NetworkFromOnnxPath(str(source))
-        config = CreateConfig(
-            fp16=strategy == "builder-flag",
-            profiles=[profile],
-            memory_pool_limits={trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))},
-            load_timing_cache=timing_cache if timing_cache and Path(timing_cache).exists() else None,
-        )
-        engine = EngineFromNetwork(network, config, save_timing_cache=timing_cache)()
-        serialized = engine.serialize()
-    from ..utils import write_bytes_atomic
-
-    write_bytes_atomic(plan_path, bytes(serialized))
-    import torch
+        if runtime == TENSORRT:
+            serialized, inputs, outputs = _build_with_polygraphy(trt, source, strategy, profile_dims, workspace_gib, timing_cache)
+        else:
+            serialized, inputs, outputs = _build_rtx(trt, source, profile_dims, workspace_gib, targets, verbose)
+    from ..utils import write_bytes_atomic, write_text_atomic
 
     meta = read_metadata(model)
-    tensors = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-
-    def spec(name: str) -> TensorSpec:
-        import numpy as np
-
-        return TensorSpec(name, np.dtype(trt.nptype(engine.get_tensor_dtype(name))).name, list(engine.get_tensor_shape(name)))
-
+    gpu = local_gpu_name()
+    if runtime == TENSORRT_RTX:
+        where = f"compute capability {', '.join(format_cc(c) for c in recorded)}" if recorded else "the library's default compute capabilities"
+        gpu = f"{gpu or 'no GPU'}; built for {where}"
     sidecar = EngineSidecar(
-        tensorrt_version=trt.__version__,
-        gpu=torch.cuda.get_device_name(0),
+        tensorrt_version=str(trt.__version__),
+        gpu=gpu or "unknown",
         fp16=fp16,
         fp16_strategy=strategy,
-        inputs=[spec(t) for t in tensors if engine.get_tensor_mode(t) == trt.TensorIOMode.INPUT],
-        outputs=[spec(t) for t in tensors if engine.get_tensor_mode(t) == trt.TensorIOMode.OUTPUT],
+        inputs=inputs,
+        outputs=outputs,
         profile=profile_dims,
         onnx=str(onnx_path),
-        plugin=plugin or default_plugin(),
+        plugin=(plugin or default_plugin()) if runtime == TENSORRT else (plugin if has_fna_nodes(model) else None),
         fna_config=json.loads(meta["fna_config"]) if meta.get("fna_config") else None,
+        runtime=runtime,
+        compute_capabilities=recorded,
     )
-    from ..utils import write_text_atomic
-
+    write_bytes_atomic(plan_path, serialized)
     write_text_atomic(EngineSidecar.path_for(plan_path), sidecar.to_json())
     return sidecar
 
 
 def load_engine_runner(engine_path: "str | Path", plugin: Optional[str], name: str = "trt") -> Any:
-    """A polygraphy TrtRunner for a built engine, with the fna plugins loaded first."""
+    """A polygraphy TrtRunner for a built engine, with the fna plugins loaded first; an engine
+    this machine cannot run (sidecar: another runtime or version, no GPU, a GPU it was not built
+    for) gives TensorRTUnavailable with the reason."""
+    sidecar_path = EngineSidecar.path_for(engine_path)
+    if sidecar_path.is_file():
+        reason = engine_runs_here(EngineSidecar.from_json(sidecar_path.read_text()))
+        if reason:
+            raise TensorRTUnavailable(reason)
     load_plugins(plugin)
     from polygraphy.backend.common import BytesFromPath
     from polygraphy.backend.trt import EngineFromBytes, TrtRunner
@@ -286,6 +413,9 @@ def load_engine_runner(engine_path: "str | Path", plugin: Optional[str], name: s
 
 __all__ = [
     "EngineSidecar",
+    "engine_runs_here",
+    "parse_compute_capabilities",
+    "resolve_runtime",
     "TensorRTUnavailable",
     "TensorSpec",
     "build_engine",

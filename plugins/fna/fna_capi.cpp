@@ -1,9 +1,13 @@
 #include "fna_capi.h"
 
+#include <cmath>
+#include <cstdio>
 #include <exception>
 #include <string>
 #include <vector>
 
+#include "fna_contract.h"
+#include "fna_logic.h"
 #include "kernels.h"
 #include "reference.h"
 
@@ -34,9 +38,64 @@ int cuda_result(int code, const char* op) {
     return fail(std::string(op) + ": " + fna::cuda::error_string(code));
 }
 
+std::string json_number(double x) {
+    if (std::isnan(x)) return "null";
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.17g", x);
+    return buf;
+}
+
+const char* type_name(fna::contract::FieldType t) {
+    switch (t) {
+        case fna::contract::FieldType::kInt32: return "int32";
+        case fna::contract::FieldType::kFloat32: return "float32";
+        case fna::contract::FieldType::kString: return "string";
+    }
+    return "?";
+}
+
+const char* kind_name(fna::AttrValue::Kind k) {
+    return k == fna::AttrValue::kInt ? "int32" : k == fna::AttrValue::kFloat ? "float32" : "string";
+}
+
+std::string contract_json() {
+    using namespace fna::contract;
+    std::string j = std::string("{\"plugin_namespace\": \"") + kNamespace + "\", \"plugin_version\": \"" + kVersion + "\", \"ops\": [";
+    for (int32_t o = 0; o < kNumOps; ++o) {
+        const OpSpec& op = kOps[o];
+        j += std::string(o ? ", " : "") + "{\"name\": \"" + op.name + "\", \"fields\": [";
+        for (int32_t i = 0; i < op.num_fields; ++i) {
+            const FieldSpec& f = op.fields[i];
+            std::string def = f.required ? "null"
+                              : f.type == FieldType::kString ? std::string("\"") + f.default_string + "\""
+                                                             : json_number(f.default_number);
+            j += std::string(i ? ", " : "") + "{\"name\": \"" + f.name + "\", \"type\": \"" + type_name(f.type) +
+                 "\", \"required\": " + (f.required ? "true" : "false") + ", \"default\": " + def +
+                 ", \"minimum\": " + json_number(f.minimum) + ", \"maximum\": " + json_number(f.maximum) +
+                 ", \"choices\": \"" + f.choices + "\"}";
+        }
+        fna::AttrMap state = std::string(op.name) == kLandmarksName ? fna::to_attr_map(fna::LandmarkAttrs{})
+                                                                    : fna::to_attr_map(fna::NystromAttrs{});
+        j += "], \"state_fields\": [";
+        bool first = true;
+        for (const auto& kv : state) {
+            j += std::string(first ? "" : ", ") + "{\"name\": \"" + kv.first + "\", \"type\": \"" + kind_name(kv.second.kind) + "\"}";
+            first = false;
+        }
+        j += "]}";
+    }
+    return j + "]}";
+}
+
 }  // namespace
 
 extern "C" {
+
+const char* fna_contract_json(void) {
+    static const std::string json = contract_json();
+    return json.c_str();
+}
+
 
 int fna_abi_version(void) { return FNA_ABI_VERSION; }
 const char* fna_last_error(void) { return g_error.c_str(); }

@@ -37,6 +37,11 @@ FNA_API int fna_check_landmark_attrs(int32_t num_landmarks, int32_t num_prefix, 
                              const char* method);
 FNA_API int fna_check_nystrom_attrs(float scale, int32_t pinv_iters);
 
+/* The plugin contract compiled into this library (fna_contract.h), as JSON: namespace, version and per op
+ * the creator fields (name, type, required, default, minimum, maximum, choices) plus "state_fields", the
+ * names and types of the fields the plugin serialises (from fna_logic's to_attr_map). Static storage. */
+FNA_API const char* fna_contract_json(void);
+
 FNA_API size_t fna_landmarks_workspace_size(int64_t B, int64_t N);
 FNA_API size_t fna_nystrom_workspace_size(int64_t B, int64_t H, int64_t N, int64_t d, int64_t dv, int64_t m);
 

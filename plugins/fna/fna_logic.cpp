@@ -1,5 +1,7 @@
 #include "fna_logic.h"
 
+#include "fna_contract.h"
+
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -39,11 +41,19 @@ std::string get_float(const AttrValue& v, const char* name, float* out) {
 
 std::string check_plugin_identity(const AttrMap& attrs) {
     auto ns = attrs.find("plugin_namespace");
-    if (ns != attrs.end() && !(ns->second.kind == AttrValue::kString && (ns->second.s == "fna" || ns->second.s.empty())))
-        return "plugin_namespace must be \"fna\"";
+    if (ns != attrs.end() && !(ns->second.kind == AttrValue::kString && (ns->second.s == contract::kNamespace || ns->second.s.empty())))
+        return std::string("plugin_namespace must be \"") + contract::kNamespace + "\"";
     auto ver = attrs.find("plugin_version");
-    if (ver != attrs.end() && !(ver->second.kind == AttrValue::kString && (ver->second.s == "1" || ver->second.s.empty())))
-        return "plugin_version must be \"1\"";
+    if (ver != attrs.end() && !(ver->second.kind == AttrValue::kString && (ver->second.s == contract::kVersion || ver->second.s.empty())))
+        return std::string("plugin_version must be \"") + contract::kVersion + "\"";
+    return "";
+}
+
+// The contract's required fields (fna_contract.h) must all be present.
+template <size_t N>
+std::string check_required(const AttrMap& attrs, const contract::FieldSpec (&fields)[N]) {
+    for (const auto& f : fields)
+        if (f.required && attrs.find(f.name) == attrs.end()) return std::string(f.name) + " is required";
     return "";
 }
 
@@ -76,6 +86,7 @@ std::string validate(const NystromAttrs& a) {
 std::string parse_landmark_attrs(const AttrMap& attrs, LandmarkAttrs* out) {
     LandmarkAttrs a;
     std::string err = check_plugin_identity(attrs);
+    if (err.empty()) err = check_required(attrs, contract::kLandmarksFields);
     for (const auto& kv : attrs) {
         if (!err.empty()) break;
         const std::string& name = kv.first;
@@ -92,7 +103,7 @@ std::string parse_landmark_attrs(const AttrMap& attrs, LandmarkAttrs* out) {
         }
     }
     if (err.empty()) err = validate(a);
-    if (!err.empty()) return "FnaLandmarks: " + err;
+    if (!err.empty()) return std::string(contract::kLandmarksName) + ": " + err;
     *out = a;
     return "";
 }
@@ -100,13 +111,14 @@ std::string parse_landmark_attrs(const AttrMap& attrs, LandmarkAttrs* out) {
 std::string parse_nystrom_attrs(const AttrMap& attrs, NystromAttrs* out) {
     NystromAttrs a;
     std::string err = check_plugin_identity(attrs);
+    if (err.empty()) err = check_required(attrs, contract::kNystromFields);
     for (const auto& kv : attrs) {
         if (!err.empty()) break;
         if (kv.first == "scale") err = get_float(kv.second, "scale", &a.scale);
         else if (kv.first == "pinv_iters") err = get_int(kv.second, "pinv_iters", &a.pinv_iters);
     }
     if (err.empty()) err = validate(a);
-    if (!err.empty()) return "NystromAttention: " + err;
+    if (!err.empty()) return std::string(contract::kNystromName) + ": " + err;
     *out = a;
     return "";
 }

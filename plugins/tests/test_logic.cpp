@@ -1,12 +1,33 @@
 // Plain-C++ logic shared with the TensorRT glue: attributes, shapes, workspace, serialisation.
+#include "fna_contract.h"
 #include "fna_logic.h"
 #include "test_util.h"
 
 using namespace fna;
 
+// The serialised state (to_attr_map) holds exactly the contract's fields, with their types.
+static void test_contract_fields() {
+    auto same = [](AttrMap const& state, contract::FieldSpec const* fields, int32_t n) {
+        CHECK(static_cast<int32_t>(state.size()) == n);
+        for (int32_t i = 0; i < n; ++i) {
+            auto it = state.find(fields[i].name);
+            CHECK_MSG(it != state.end(), fields[i].name);
+            if (it == state.end()) continue;
+            AttrValue::Kind kind = fields[i].type == contract::FieldType::kInt32     ? AttrValue::kInt
+                                   : fields[i].type == contract::FieldType::kFloat32 ? AttrValue::kFloat
+                                                                                     : AttrValue::kString;
+            CHECK_MSG(it->second.kind == kind, fields[i].name);
+        }
+    };
+    same(to_attr_map(LandmarkAttrs{}), contract::kLandmarksFields, contract::kNumLandmarksFields);
+    same(to_attr_map(NystromAttrs{}), contract::kNystromFields, contract::kNumNystromFields);
+}
+
 static void test_landmark_attrs() {
     LandmarkAttrs a;
-    CHECK(parse_landmark_attrs({}, &a).empty());  // every field has a default
+    // num_landmarks is required (fna_contract.h, as the ONNX schema); the other fields have defaults
+    CHECK_MSG(contains(parse_landmark_attrs({}, &a), "num_landmarks is required"), parse_landmark_attrs({}, &a));
+    CHECK(parse_landmark_attrs({{"num_landmarks", AttrValue::Int(64)}}, &a).empty());
     CHECK(a.num_landmarks == 64 && a.num_prefix == 0 && a.method == Method::kFps);
     CHECK(a.massive_ratio == 0.f && a.artifact_ratio == 0.f);
 
@@ -21,6 +42,7 @@ static void test_landmark_attrs() {
     auto bad = [](AttrMap mm, const char* expect) {
         LandmarkAttrs x;
         x.num_landmarks = 7;
+        mm.emplace("num_landmarks", AttrValue::Int(64));  // the required field, unless the case sets it
         std::string e = parse_landmark_attrs(mm, &x);
         CHECK_MSG(contains(e, expect), e);
         CHECK_MSG(contains(e, "FnaLandmarks"), e);
@@ -122,6 +144,7 @@ static void test_serialisation() {
 }
 
 int main() {
+    test_contract_fields();
     test_landmark_attrs();
     test_nystrom_attrs();
     test_shapes();

@@ -36,8 +36,12 @@ static void test_landmarks() {
           std::string(c.getPluginNamespace()) == "fna");
     CHECK((names(c.getFieldNames()) ==
            std::set<std::string>{"num_landmarks", "num_prefix", "massive_ratio", "artifact_ratio", "method"}));
-    // defaults for every field
-    IPluginV3* p0 = c.createPlugin("lm", nullptr, TensorRTPhase::kBUILD);
+    // num_landmarks is required (fna_contract.h, as the ONNX schema); every other field has a default
+    CHECK(c.createPlugin("lm", nullptr, TensorRTPhase::kBUILD) == nullptr);
+    int32_t m0 = 16;
+    PluginField only_m{"num_landmarks", &m0, PluginFieldType::kINT32, 1};
+    PluginFieldCollection only_m_fc{1, &only_m};
+    IPluginV3* p0 = c.createPlugin("lm", &only_m_fc, TensorRTPhase::kBUILD);
     CHECK(p0 != nullptr);
     delete p0;
     int32_t m = 32, prefix = 1;
@@ -94,8 +98,8 @@ static void test_landmarks() {
     PluginFieldCollection bfc{1, &bad};
     CHECK(c.createPlugin("lm", &bfc, TensorRTPhase::kBUILD) == nullptr);
     char const bad_method[] = "kmeans";
-    PluginField badm{"method", bad_method, PluginFieldType::kCHAR, 6};
-    PluginFieldCollection bmc{1, &badm};
+    PluginField badm[2]{{"num_landmarks", &m0, PluginFieldType::kINT32, 1}, {"method", bad_method, PluginFieldType::kCHAR, 6}};
+    PluginFieldCollection bmc{2, badm};
     CHECK(c.createPlugin("lm", &bmc, TensorRTPhase::kBUILD) == nullptr);
 }
 

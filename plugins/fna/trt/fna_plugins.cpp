@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "fna_contract.h"
 #include "fna_logic.h"
 #include "kernels.h"
 
@@ -25,10 +26,11 @@ namespace {
 
 using namespace nvinfer1;
 
-constexpr char const* kNamespace = "fna";
-constexpr char const* kVersion = "1";
-constexpr char const* kLandmarksName = "FnaLandmarks";
-constexpr char const* kNystromName = "NystromAttention";
+// Names, version, namespace and creator fields come from the generated contract (fna_contract.h).
+using contract::kLandmarksName;
+using contract::kNamespace;
+using contract::kNystromName;
+using contract::kVersion;
 
 void log_error(std::string const& msg) noexcept {
     try {
@@ -272,6 +274,20 @@ private:
 };
 
 // ------------------------------------------------------------------------------- creators
+// The fields a creator declares (getFieldNames), straight from the contract table. The ONNX parser passes
+// exactly these names, converted from the node's attributes.
+template <size_t N>
+std::vector<PluginField> contract_fields(contract::FieldSpec const (&spec)[N]) {
+    std::vector<PluginField> fields;
+    for (auto const& f : spec) {
+        PluginFieldType type = f.type == contract::FieldType::kInt32     ? PluginFieldType::kINT32
+                               : f.type == contract::FieldType::kFloat32 ? PluginFieldType::kFLOAT32
+                                                                         : PluginFieldType::kCHAR;
+        fields.emplace_back(f.name, nullptr, type, type == PluginFieldType::kCHAR ? 0 : 1);
+    }
+    return fields;
+}
+
 template <typename Plugin, typename Attrs>
 class CreatorBase : public IPluginCreatorV3One {
 public:
@@ -313,11 +329,7 @@ private:
 class LandmarksCreator final : public CreatorBase<LandmarksPlugin, LandmarkAttrs> {
 public:
     LandmarksCreator()
-        : CreatorBase(kLandmarksName, {PluginField("num_landmarks", nullptr, PluginFieldType::kINT32, 1),
-                                       PluginField("num_prefix", nullptr, PluginFieldType::kINT32, 1),
-                                       PluginField("massive_ratio", nullptr, PluginFieldType::kFLOAT32, 1),
-                                       PluginField("artifact_ratio", nullptr, PluginFieldType::kFLOAT32, 1),
-                                       PluginField("method", nullptr, PluginFieldType::kCHAR, 0)}) {}
+        : CreatorBase(kLandmarksName, contract_fields(contract::kLandmarksFields)) {}
     IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept override {
         return create(fc, &parse_landmark_attrs);
     }
@@ -326,8 +338,7 @@ public:
 class NystromCreator final : public CreatorBase<NystromPlugin, NystromAttrs> {
 public:
     NystromCreator()
-        : CreatorBase(kNystromName, {PluginField("scale", nullptr, PluginFieldType::kFLOAT32, 1),
-                                     PluginField("pinv_iters", nullptr, PluginFieldType::kINT32, 1)}) {}
+        : CreatorBase(kNystromName, contract_fields(contract::kNystromFields)) {}
     IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept override {
         return create(fc, &parse_nystrom_attrs);
     }

@@ -1,0 +1,237 @@
+"""The fna plugin contract, written down once.
+
+Every side of the contract reads this table: the ONNX schemas (``export/schemas.py``), the C++
+plugin creators and attribute parser (through ``plugins/fna/fna_contract.h``, generated from this
+file by ``scripts/gen_contract_header.py`` and committed; a test regenerates it and fails on
+drift), and the TensorRT contract check (``trt/contract_check.py``), which compares what a real
+ONNX parser hands to the creators with these fields.
+
+A field is what the TensorRT creator declares in ``getFieldNames()`` and what the ONNX node
+carries as an attribute of the same name: ``int32`` is an ONNX INT attribute (PluginFieldType
+INT32), ``float32`` an ONNX FLOAT (FLOAT32), ``string`` an ONNX STRING (CHAR). ``plugin_version``
+and ``plugin_namespace`` are not fields: the parser reads them to find the creator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional, Union
+
+DOMAIN = "fna"
+DOMAIN_VERSION = 1
+PLUGIN_NAMESPACE = "fna"
+PLUGIN_VERSION = "1"
+LANDMARKS = "FnaLandmarks"
+NYSTROM = "NystromAttention"
+IDENTITY_ATTRIBUTES = ("plugin_namespace", "plugin_version")
+
+Value = Union[int, float, str]
+
+# field type -> (ONNX AttributeProto type name, TensorRT PluginFieldType name, C++ enum)
+FIELD_TYPES = {
+    "int32": ("INT", "INT32", "kInt32"),
+    "float32": ("FLOAT", "FLOAT32", "kFloat32"),
+    "string": ("STRING", "CHAR", "kString"),
+}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str  # a key of FIELD_TYPES
+    doc: str
+    default: Optional[Value] = None  # None: required
+    minimum: Optional[float] = None  # inclusive
+    maximum: Optional[float] = None  # inclusive
+    choices: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+    @property
+    def onnx_type(self) -> str:
+        return FIELD_TYPES[self.type][0]
+
+    @property
+    def trt_type(self) -> str:
+        return FIELD_TYPES[self.type][1]
+
+    def problem(self, value: Value) -> Optional[str]:
+        """One sentence when ``value`` is not valid for this field (type already matched), else None."""
+        if self.type == "string":
+            if self.choices and value not in self.choices:
+                return f"{self.name} must be one of {', '.join(self.choices)}, got {value!r}"
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{self.name} must be a finite number, got {value}"
+        if self.minimum is not None and value < self.minimum:
+            return f"{self.name} must be >= {_num(self.minimum)}, got {_num(value)}"
+        if self.maximum is not None and value > self.maximum:
+            return f"{self.name} must be <= {_num(self.maximum)}, got {_num(value)}"
+        return None
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    types: str  # "float" (float32/float16/bfloat16), "int32", or "like:q" (the dtype of input q)
+    shape: tuple[str, ...]
+    doc: str
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    doc: str
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    fields: tuple[Field, ...]
+    rules: tuple[str, ...] = ()  # cross-field rules, checked by fna_logic.cpp's validate()
+
+    def field(self, name: str) -> Optional[Field]:
+        return next((f for f in self.fields if f.name == name), None)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+OPS: tuple[Op, ...] = (
+    Op(
+        LANDMARKS,
+        "Landmark token indices for Fast Nystrom Attention: guaranteed prefix/massive tokens first, "
+        "then farthest-point sampling (or an even grid) over eligible tokens; excluded tokens fill in last.",
+        inputs=(
+            Tensor("features", "float", ("B", "N", "D"), "sampling features"),
+            Tensor("scores", "float", ("B", "N"), "per-token activation norms", optional=True),
+        ),
+        outputs=(Tensor("idx", "int32", ("B", "num_landmarks"), "landmark indices"),),
+        fields=(
+            Field("num_landmarks", "int32", "m, the number of landmark tokens", minimum=1),
+            Field("num_prefix", "int32", "leading tokens always kept", default=0, minimum=0),
+            Field("massive_ratio", "float32", "guarantee tokens with score >= ratio x median (0 = off)", default=0.0, minimum=0.0),
+            Field("artifact_ratio", "float32", "exclude tokens with score >= ratio x median (0 = off)", default=0.0, minimum=0.0),
+            Field("method", "string", "fps | grid", default="fps", choices=("fps", "grid")),
+        ),
+        rules=("num_prefix <= num_landmarks", "massive_ratio/artifact_ratio > 0 need the scores input"),
+    ),
+    Op(
+        NYSTROM,
+        "Nystrom approximation of softmax attention on landmark tokens: "
+        "softmax(s q kp^T) pinv(softmax(s qp kp^T)) softmax(s qp k^T) v, pinv by Newton-Schulz in fp32.",
+        inputs=(
+            Tensor("q", "float", ("B", "H", "N", "d"), "queries"),
+            Tensor("k", "float", ("B", "H", "N", "d"), "keys"),
+            Tensor("v", "float", ("B", "H", "N", "dv"), "values"),
+            Tensor("idx", "int32", ("B", "m"), "landmark indices"),
+        ),
+        outputs=(Tensor("out", "like:q", ("B", "H", "N", "dv"), "attention output"),),
+        fields=(
+            Field("scale", "float32", "attention scale (0 = head_dim ** -0.5)", default=0.0, minimum=0.0),
+            Field("pinv_iters", "int32", "Newton-Schulz iterations", default=6, minimum=0, maximum=100),
+        ),
+    ),
+)
+
+
+def op(name: str) -> Optional[Op]:
+    return next((o for o in OPS if o.name == name), None)
+
+
+def as_dict() -> dict:
+    """The contract as plain JSON-able data (what the C API reports and the docs show)."""
+    return {
+        "domain": DOMAIN,
+        "domain_version": DOMAIN_VERSION,
+        "plugin_namespace": PLUGIN_NAMESPACE,
+        "plugin_version": PLUGIN_VERSION,
+        "ops": [
+            {
+                "name": o.name,
+                "fields": [
+                    {"name": f.name, "type": f.type, "required": f.required, "default": f.default,
+                     "minimum": f.minimum, "maximum": f.maximum, "choices": list(f.choices)}
+                    for f in o.fields
+                ],
+                "inputs": [{"name": t.name, "types": t.types, "shape": list(t.shape), "optional": t.optional} for t in o.inputs],
+                "outputs": [{"name": t.name, "types": t.types, "shape": list(t.shape)} for t in o.outputs],
+            }
+            for o in OPS
+        ],
+    }
+
+
+HEADER_PATH = "plugins/fna/fna_contract.h"
+
+
+def _cpp_number(x: Optional[float], none: str) -> str:
+    if x is None:
+        return none
+    return repr(float(x))
+
+
+def _cpp_string(s: str) -> str:
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_cpp_header() -> str:
+    """plugins/fna/fna_contract.h: the table above as constexpr C++ (no TensorRT, no CUDA)."""
+    lines = [
+        "// GENERATED from fna_deploy/contract.py by scripts/gen_contract_header.py -- do not edit by hand.",
+        "// The fna plugin contract: op names, version, namespace and the typed fields of each creator.",
+        "// tests/test_contract.py regenerates this file and fails when the committed copy differs.",
+        "#pragma once",
+        "",
+        "#include <cstdint>",
+        "#include <limits>",
+        "",
+        "namespace fna {",
+        "namespace contract {",
+        "",
+        "enum class FieldType : int32_t { kInt32 = 0, kFloat32 = 1, kString = 2 };",
+        "",
+        "// One creator field == one ONNX attribute of the same name. Numbers are held as double;",
+        "// minimum/maximum are inclusive, NaN when unbounded; choices is '|'-separated, \"\" when any.",
+        "struct FieldSpec {",
+        "    char const* name;",
+        "    FieldType type;",
+        "    bool required;",
+        "    double default_number;",
+        "    char const* default_string;",
+        "    double minimum;",
+        "    double maximum;",
+        "    char const* choices;",
+        "};",
+        "",
+        "struct OpSpec {",
+        "    char const* name;",
+        "    FieldSpec const* fields;",
+        "    int32_t num_fields;",
+        "};",
+        "",
+        f"constexpr char const* kDomain = {_cpp_string(DOMAIN)};",
+        f"constexpr char const* kNamespace = {_cpp_string(PLUGIN_NAMESPACE)};",
+        f"constexpr char const* kVersion = {_cpp_string(PLUGIN_VERSION)};",
+    ]
+    ident = {LANDMARKS: "Landmarks", NYSTROM: "Nystrom"}
+    for o in OPS:
+        lines.append(f"constexpr char const* k{ident[o.name]}Name = {_cpp_string(o.name)};")
+    lines.append("constexpr double kUnbounded = std::numeric_limits<double>::quiet_NaN();")
+    for o in OPS:
+        lines += ["", f"constexpr FieldSpec k{ident[o.name]}Fields[] = {{"]
+        for f in o.fields:
+            number = 0.0 if f.required or f.type == "string" else float(f.default)
+            text = f.default if f.type == "string" and not f.required else ""
+            lines.append(
+                f"    {{{_cpp_string(f.name)}, FieldType::{FIELD_TYPES[f.type][2]}, {'true' if f.required else 'false'}, "
+                f"{number!r}, {_cpp_string(text)}, {_cpp_number(f.minimum, 'kUnbounded')}, "
+                f"{_cpp_number(f.maximum, 'kUnbounded')}, {_cpp_string('|'.join(f.choices))}}},"
+            )
+        lines += ["};", f"constexpr int32_t kNum{ident[o.name]}Fields = {len(o.fields)};"]
+    lines += ["", "constexpr OpSpec kOps[] = {"]
+    lines += [f"    {{k{ident[o.name]}Name, k{ident[o.name]}Fields, kNum{ident[o.name]}Fields}}," for o in OPS]
+    lines += ["};", f"constexpr int32_t kNumOps = {len(OPS)};", "", "}  // namespace contract", "}  // namespace fna", ""]
+    return "\n".join(lines)
