@@ -214,16 +214,18 @@ def resolve_cuda_graphs(cuda_graphs: Optional[bool], device: str) -> bool:
 
 def fna_ops_on(device: str) -> tuple[str, str]:
     """(implementation, why) of the torch backend's fna ops on ``device``: on CUDA our kernels when
-    the native library is built with CUDA (loading it registers them for the custom ops), else the
-    PyTorch reference."""
+    a native library built with CUDA is loaded (loading registers them for the custom ops; the
+    default build is loaded here if none is), else the PyTorch reference."""
     if device != "cuda":
         return REFERENCE_OPS, "on the CPU the custom ops run the PyTorch reference"
-    from .native import NativeLibraryError, load
+    from .native import NativeLibraryError, load, registered_cuda_library
 
-    try:
-        library = load()
-    except NativeLibraryError as exc:
-        return REFERENCE_OPS, f"native kernels not loaded: {exc}"
+    library = registered_cuda_library()
+    if library is None:
+        try:
+            library = load()
+        except NativeLibraryError as exc:
+            return REFERENCE_OPS, f"native kernels not loaded: {exc}"
     if not library.cuda_registered:
         return REFERENCE_OPS, f"{library.path} was built without CUDA"
     return FNA_KERNELS, f"registered from {library.path}"
@@ -276,9 +278,15 @@ def cuda_graph_capture(fn: Callable[[], Any]) -> Callable[[], Any]:
     with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graphs asks
         fn()
     torch.cuda.current_stream().wait_stream(stream)
+    original = torch.cuda.current_stream()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_out = fn()
+    try:
+        with torch.cuda.graph(graph):
+            static_out = fn()
+    except BaseException:
+        # an invalidated capture makes capture_end raise before the capture stream is left
+        torch.cuda.set_stream(original)
+        raise
     torch.cuda.synchronize()
 
     def replay() -> Any:
@@ -590,7 +598,7 @@ def _measure(variants: list[_Variant], report: BenchReport, backend: str, res: i
     stats: dict[str, dict[str, Any]] = {}
     outputs: dict[str, Any] = {}
     runs: dict[str, Callable[[], Any]] = {}
-    refill = _refill(x) if graphs and x is not None else None
+    refill = input_refill(x) if graphs and x is not None else None
     for v in variants:
         with _memory_probe(device) as mem:
             prepared = prepare_variant(v.fn, warmup=warmup, capture=cuda_graph_capture if graphs else None, refill=refill,
@@ -609,7 +617,7 @@ def _measure(variants: list[_Variant], report: BenchReport, backend: str, res: i
     return stats, outputs
 
 
-def _refill(x: torch.Tensor) -> Callable[[], Callable[[], None]]:
+def input_refill(x: torch.Tensor) -> Callable[[], Callable[[], None]]:
     """Fresh values into the static input ``x``; returns the function that puts the bench input back."""
 
     def refill() -> Callable[[], None]:

@@ -229,3 +229,14 @@ def test_report_schema_on_cpu(tmp_path):
     table = report.markdown()
     assert "| cos FNA vs dense | rel L2 FNA vs dense |" in table and "MiB" not in table  # memory columns on CUDA only
     assert f"| torch | 64 | 17 | 4 | {REFERENCE_OPS} |" in table
+
+
+@pytest.mark.skipif(not NO_GPU, reason="without a GPU nothing can register the CUDA kernels")
+def test_fna_ops_without_gpu_is_the_reference():
+    from fna_deploy.bench import fna_ops_on
+    from fna_deploy.native import registered_cuda_library
+
+    assert registered_cuda_library() is None
+    implementation, why = fna_ops_on("cuda")
+    assert implementation == REFERENCE_OPS and why  # the reason: not built, or built/registered without CUDA
+    assert fna_ops_on("cpu") == (REFERENCE_OPS, "on the CPU the custom ops run the PyTorch reference")
