@@ -231,6 +231,19 @@ def fna_ops_on(device: str) -> tuple[str, str]:
     return FNA_KERNELS, f"registered from {library.path}"
 
 
+def resolve_fna_ops(fna_ops: str, device: str) -> tuple[list[str], str, str]:
+    """(the implementations to time, what the ops run by default here, why) for ``fna_ops``
+    auto|reference|both; ``both`` where our kernels do not run is a ValueError."""
+    if fna_ops not in FNA_OPS:
+        raise ValueError(f"fna_ops must be one of {', '.join(FNA_OPS)}, got {fna_ops!r}")
+    implementation, why = fna_ops_on(device)
+    if fna_ops == "both" and implementation != FNA_KERNELS:
+        raise ValueError(f"--fna-ops both times our kernels beside the PyTorch reference, but they do not run here ({why}); "
+                         "use --fna-ops auto")
+    impls = {"auto": [implementation], "reference": [REFERENCE_OPS], "both": [FNA_KERNELS, REFERENCE_OPS]}[fna_ops]
+    return impls, implementation, why
+
+
 def _fna_custom_ops() -> tuple[Any, Any]:
     from .ops import landmarks_op, nystrom_op
 
@@ -466,16 +479,10 @@ def run_bench(
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
-    if fna_ops not in FNA_OPS:
-        raise ValueError(f"fna_ops must be one of {', '.join(FNA_OPS)}, got {fna_ops!r}")
     device = resolve_device(device)
     dtype = resolve_dtype(dtype, device)
     graphs = resolve_cuda_graphs(cuda_graphs, device)
-    implementation, why = fna_ops_on(device)
-    if fna_ops == "both" and implementation != FNA_KERNELS:
-        raise ValueError(f"--fna-ops both times our kernels beside the PyTorch reference, but they do not run here ({why}); "
-                         "use --fna-ops auto")
-    torch_impls = {"auto": [implementation], "reference": [REFERENCE_OPS], "both": [FNA_KERNELS, REFERENCE_OPS]}[fna_ops]
+    torch_impls, implementation, why = resolve_fna_ops(fna_ops, device)
     cuda = device == "cuda"
     report = BenchReport(model_label, torch.cuda.get_device_name(0) if cuda else "cpu", batch, layers, iters,
                          device_type=device, dtype=dtype, cuda_graphs=graphs, timing="cuda_events" if cuda else "host_clock",

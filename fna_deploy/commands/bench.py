@@ -47,8 +47,8 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of latency against tokens (log-log).")
 @user_errors
 def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
-          layers: Optional[str], backends: str, device: str, dtype: Optional[str], cuda_graphs: Optional[bool], fna_ops: str, batch: int, warmup: int, iters: int, threads: Optional[int],
-          report_path: Optional[str], plot_path: Optional[str]) -> None:
+          layers: Optional[str], backends: str, device: str, dtype: Optional[str], cuda_graphs: Optional[bool], fna_ops: str,
+          batch: int, warmup: int, iters: int, threads: Optional[int], report_path: Optional[str], plot_path: Optional[str]) -> None:
     """Time MODEL dense vs with FNA, per backend and resolution, and compare with the FLOP bound.
 
     Variants are timed interleaved in one run. Beside each speedup: its FLOP bound (the speedup if
@@ -59,9 +59,10 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     """
     import torch
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from ..bench import BACKENDS, resolve_cuda_graphs, resolve_device, resolve_dtype, run_bench
+    from ..bench import BACKENDS, resolve_cuda_graphs, resolve_device, resolve_dtype, resolve_fna_ops, run_bench
     from ..config import FNAConfig
 
     sizes = _ints(resolutions, "--resolutions")
@@ -74,6 +75,7 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     device = resolve_device(device)  # ValueError (one sentence, exit 2) for cuda without a GPU
     dtype = resolve_dtype(dtype, device)
     cuda_graphs = resolve_cuda_graphs(cuda_graphs, device)
+    resolve_fna_ops(fna_ops, device)  # --fna-ops both without our kernels: refused before any work
     if threads:
         torch.set_num_threads(threads)
 
@@ -81,6 +83,10 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
         return load_cli_model(model, checkpoint, arch, allow_pickle, res)
 
     console = Console()
+
+    def say(line: str) -> None:  # a variant timed eagerly, and why (error text may hold brackets: no markup)
+        console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
+
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as progress:
         task = progress.add_task("bench", total=1)
@@ -89,10 +95,10 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
             progress.update(task, description=stage, completed=done, total=total)
 
         report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
-                           device=device, dtype=dtype, cuda_graphs=cuda_graphs, fna_ops=fna_ops, batch=batch, warmup=warmup, iters=iters, threads=threads, progress=update,
-                           log=lambda line: console.print(f"[yellow]{line}[/yellow]", highlight=False))
+                           device=device, dtype=dtype, cuda_graphs=cuda_graphs, fna_ops=fna_ops, batch=batch, warmup=warmup,
+                           iters=iters, threads=threads, progress=update, log=say)
     for backend, reason in report.skipped.items():
-        console.print(f"[yellow]skipped {backend}:[/yellow] {reason}")
+        console.print(f"[yellow]skipped {backend}:[/yellow] {escape(reason)}")
     timing = ("CUDA events, " + ("CUDA graphs" if report.cuda_graphs else "eager")) if report.device_type == "cuda" else "host clock"
     console.print(f"\n{report.model} on {report.device}, {report.dtype}, batch {report.batch}, median of {report.iters} "
                   f"(interleaved, {timing}); torch FNA ops: {report.machine['fna_ops']} ({report.machine['fna_ops_note']})\n",
