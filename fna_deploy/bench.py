@@ -362,20 +362,24 @@ def prepare_variant(
     except Exception as exc:  # capture is best effort: report why and time eagerly
         _recover_from_capture()
         return Prepared(fn, output, False, f"capture failed ({_sentence(exc)})")
-    if refill is not None:
-        restore = refill()
-        try:
-            got = _as_array(replay())
-            want = _as_array(fn())
-        finally:
-            restore()
-        err = output_metrics(want, got)["rel_l2"]
-        if not err <= GRAPH_CHECK_REL_L2:
-            return Prepared(fn, output, False,
-                            f"graph replay on a fresh input differs from eager (rel L2 {err:.2e} > {GRAPH_CHECK_REL_L2:g})")
-    output = replay()
-    sync()
-    return Prepared(replay, _detach_copy(output), True)
+    try:
+        if refill is not None:
+            restore = refill()
+            try:
+                got = _as_array(replay())
+                want = _as_array(fn())
+            finally:
+                restore()
+            err = output_metrics(want, got)["rel_l2"]
+            if not err <= GRAPH_CHECK_REL_L2:
+                return Prepared(fn, output, False,
+                                f"graph replay on a fresh input differs from eager (rel L2 {err:.2e} > {GRAPH_CHECK_REL_L2:g})")
+        replayed = replay()
+        sync()
+    except Exception as exc:
+        _recover_from_capture()
+        return Prepared(fn, output, False, f"graph replay failed ({_sentence(exc)})")
+    return Prepared(replay, _detach_copy(replayed), True)
 
 
 def _detach_copy(out: Any) -> Any:
@@ -410,7 +414,8 @@ def cuda_event_timer(run: Callable[[], Any]) -> float:
     return start.elapsed_time(end)
 
 
-def time_interleaved(runs: dict[str, Callable[[], Any]], iters: int, timer: Callable[[Callable[[], Any]], float] = host_timer) -> dict[str, list[float]]:
+def time_interleaved(runs: dict[str, Callable[[], Any]], iters: int,
+                     timer: Callable[[Callable[[], Any]], float] = host_timer) -> dict[str, list[float]]:
     """``iters`` rounds, each timing every run once in order: per key, the list of milliseconds."""
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(iters):

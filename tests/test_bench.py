@@ -169,6 +169,23 @@ def test_prepare_falls_back_when_capture_raises():
     assert torch.equal(p.output, 2 * v.x + 1)
 
 
+def test_prepare_falls_back_when_replay_raises():
+    v = Counter()
+
+    def broken_capture(fn):
+        fn()
+
+        def replay():
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+        return replay
+
+    p = prepare_variant(v, warmup=1, capture=broken_capture, refill=v.refill)
+    assert not p.cuda_graph and p.fallback == "graph replay failed (RuntimeError: CUDA error: an illegal memory access was encountered)"
+    bench_input = v.x.clone()
+    assert torch.equal(p.run(), 2 * bench_input + 1)  # the input was put back before falling back
+
+
 def test_time_interleaved_rounds_in_order():
     order: list[str] = []
     runs = {k: (lambda k=k: order.append(k)) for k in ("dense", "fna64", "fna128")}
