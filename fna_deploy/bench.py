@@ -2,11 +2,21 @@
 
 Variants of one (backend, resolution) are timed interleaved (dense, fna m1, fna m2, dense, ...),
 so a speedup compares measurements taken under the same machine conditions. Beside every speedup
-the report gives its FLOP bound (fna_deploy.flops) and the share of the bound reached.
+the report gives its FLOP bound (fna_deploy.flops), the share of the bound reached, and how far the
+FNA output is from the dense one (cosine, relative L2 on the model output).
+
+On CUDA the torch backend measures what a GPU user runs: weights and input in ``dtype`` (fp16 by
+default), each variant captured in a ``torch.cuda.CUDAGraph`` after its warm-up and timed by
+replaying it (falling back to eager, with the reason recorded, where capture fails or the replay
+does not compute what eager does), CUDA-event timing, and peak memory per variant above the
+baseline of inputs and weights. Which implementation the fna ops ran is named per row: our
+kernels (libfna.so, registered for the custom ops by fna_deploy.native) or the PyTorch reference.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import io
 import json
 import resource
@@ -15,7 +25,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -24,8 +34,17 @@ from torch import nn
 from .config import FNAConfig
 from .flops import estimate
 from .patching import model_info, patch, unpatch
+from .utils import resolve_device
 
 BACKENDS = ("torch", "onnxrt", "trt")
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+FNA_OPS = ("auto", "reference", "both")
+# what ran for the fna ops, named in every row
+FNA_KERNELS = "fna kernels (libfna.so)"
+REFERENCE_OPS = "PyTorch reference ops"
+ONNX_FUNCTIONS = "ONNX Runtime (fna function bodies)"
+# a CUDA graph whose replay on a fresh input is farther than this from eager is not used
+GRAPH_CHECK_REL_L2 = 1e-2
 
 
 @dataclass
@@ -39,7 +58,12 @@ class Measurement:
     p90_ms: float
     throughput: float  # images per second
     peak_mem_mb: float
-    memory_kind: str  # "cuda_max_allocated" or "process_peak_rss"
+    memory_kind: str  # "cuda_max_allocated_above_baseline" or "process_peak_rss"
+    fna_ops: Optional[str] = None  # FNA_KERNELS / REFERENCE_OPS / ONNX_FUNCTIONS; None for dense
+    dtype: str = "fp32"
+    cuda_graph: bool = False  # timed by replaying a captured CUDA graph
+    graph_fallback: Optional[str] = None  # why eager although CUDA graphs were asked for
+    baseline_mem_mb: Optional[float] = None  # CUDA: allocated before this variant ran (inputs, weights)
 
 
 @dataclass
@@ -51,6 +75,11 @@ class Speedup:
     speedup: float
     flop_bound: float
     share_of_bound: float
+    fna_ops: str = REFERENCE_OPS
+    cosine: Optional[float] = None  # FNA vs dense, model output
+    rel_l2: Optional[float] = None
+    # FNA with our kernels vs FNA with the PyTorch reference ops, whole model (only where kernels ran)
+    kernels_vs_reference: Optional[dict[str, float]] = None
 
 
 @dataclass
@@ -64,6 +93,12 @@ class BenchReport:
     speedups: list[Speedup] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
+    device_type: str = "cpu"
+    dtype: str = "fp32"
+    cuda_graphs: bool = False
+    timing: str = "host_clock"  # or "cuda_events"
+    warmup: int = 1
+    graph_fallbacks: dict[str, str] = field(default_factory=dict)  # "backend@px/variant" -> reason
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,18 +109,23 @@ class BenchReport:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     def markdown(self) -> str:
-        lines = [
-            "| backend | px | tokens | m | dense ms | FNA ms | speedup | FLOP bound | share of bound |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
+        cuda = self.device_type == "cuda"
+        head = ["backend", "px", "tokens", "m", "FNA ops", "dense ms", "FNA ms", "speedup", "FLOP bound", "share of bound",
+                "cos FNA vs dense", "rel L2 FNA vs dense"]
+        if cuda:
+            head += ["dense MiB", "FNA MiB", "kernels vs ref rel L2", "CUDA graph dense/FNA"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i in (0, 4) else "---:" for i in range(len(head))) + "|"]
         dense = {(m.backend, m.resolution): m for m in self.measurements if m.variant == "dense"}
-        fna = {(m.backend, m.resolution, m.landmarks): m for m in self.measurements if m.variant == "fna"}
+        fna = {(m.backend, m.resolution, m.landmarks, m.fna_ops): m for m in self.measurements if m.variant == "fna"}
         for s in self.speedups:
-            d, f = dense[(s.backend, s.resolution)], fna[(s.backend, s.resolution, s.landmarks)]
-            lines.append(
-                f"| {s.backend} | {s.resolution} | {s.tokens} | {s.landmarks} | {d.median_ms:.1f} | {f.median_ms:.1f} | "
-                f"{s.speedup:.2f}x | {s.flop_bound:.2f}x | {100 * s.share_of_bound:.0f}% |"
-            )
+            d, f = dense[(s.backend, s.resolution)], fna[(s.backend, s.resolution, s.landmarks, s.fna_ops)]
+            cells = [s.backend, str(s.resolution), str(s.tokens), str(s.landmarks), s.fna_ops, _ms(d.median_ms), _ms(f.median_ms),
+                     f"{s.speedup:.2f}x", f"{s.flop_bound:.2f}x", f"{100 * s.share_of_bound:.0f}%", _fmt(s.cosine, ".6f"), _fmt(s.rel_l2, ".2e")]
+            if cuda:
+                kvr = s.kernels_vs_reference["rel_l2"] if s.kernels_vs_reference else None
+                cells += [f"{d.peak_mem_mb:.0f}", f"{f.peak_mem_mb:.0f}", _fmt(kvr, ".2e"),
+                          f"{'yes' if d.cuda_graph else 'no'}/{'yes' if f.cuda_graph else 'no'}"]
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def plot(self, path: "str | Path") -> None:
@@ -102,15 +142,19 @@ class BenchReport:
         for backend in dict.fromkeys(m.backend for m in self.measurements):
             rows = sorted((m for m in self.measurements if m.backend == backend and m.variant == "dense"), key=lambda m: m.tokens)
             ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], "-o", color=colors.get(backend), label=f"{backend} dense")
-            landmark_counts = sorted({m.landmarks for m in self.measurements if m.backend == backend and m.variant == "fna"})
-            for lm, style in zip(landmark_counts, ("--s", ":^", "-.v", "--D", ":x")):
-                rows = sorted((m for m in self.measurements if m.backend == backend and m.landmarks == lm), key=lambda m: m.tokens)
-                ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], style, color=colors.get(backend), alpha=0.85, label=f"{backend} FNA m={lm}")
+            lines = sorted({(m.landmarks, m.fna_ops) for m in self.measurements if m.backend == backend and m.variant == "fna"},
+                           key=lambda k: (k[0], str(k[1])))
+            several_ops = len({ops for _, ops in lines}) > 1
+            for (lm, ops), style in zip(lines, ("--s", ":^", "-.v", "--D", ":x", "-.p", "--h")):
+                rows = sorted((m for m in self.measurements if m.backend == backend and m.variant == "fna" and m.landmarks == lm and m.fna_ops == ops),
+                              key=lambda m: m.tokens)
+                label = f"{backend} FNA m={lm}" + (f" ({ops})" if several_ops else "")
+                ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], style, color=colors.get(backend), alpha=0.85, label=label)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("tokens N")
         ax.set_ylabel(f"median latency, batch {self.batch} (ms)")
-        ax.set_title(f"{self.model} on {self.device}: dense vs FNA")
+        ax.set_title(f"{self.model} on {self.device} ({self.dtype}): dense vs FNA")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
@@ -122,35 +166,281 @@ class BenchReport:
         write_bytes_atomic(path, buffer.getvalue())
 
 
-def _peak_memory_mb(device: str) -> tuple[float, str]:
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "process_peak_rss"
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
 
 
-def _time_interleaved(runs: dict[str, Callable[[], Any]], warmup: int, iters: int, device: str) -> dict[str, dict[str, float]]:
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    stats: dict[str, dict[str, float]] = {}
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for key, run in runs.items():
-        if device == "cuda":
-            torch.cuda.reset_peak_memory_stats()
-        for _ in range(max(warmup, 1)):
-            run()
+def _fmt(value: Optional[float], spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+# ---------------------------------------------------------------- options
+
+
+def resolve_dtype(dtype: Optional[str], device: str) -> str:
+    """Default fp16 on CUDA, fp32 on CPU. Half precision on the CPU is refused: its speed there says
+    nothing about a deployment (and ONNX Runtime's CPU path is fp32)."""
+    if dtype is None:
+        return "fp16" if device == "cuda" else "fp32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if device != "cuda" and dtype != "fp32":
+        raise ValueError(f"--dtype {dtype} is timed on --device cuda only; on the CPU bench runs fp32 (drop --dtype or pass fp32)")
+    return dtype
+
+
+def resolve_cuda_graphs(cuda_graphs: Optional[bool], device: str) -> bool:
+    """Default on for CUDA; asking for graphs on the CPU is a ValueError."""
+    if cuda_graphs is None:
+        return device == "cuda"
+    if cuda_graphs and device != "cuda":
+        raise ValueError("--cuda-graphs needs --device cuda (there are no CUDA graphs on the CPU); drop it or pass --no-cuda-graphs")
+    return bool(cuda_graphs)
+
+
+# ---------------------------------------------------------------- which implementation runs the fna ops
+
+
+def fna_ops_on(device: str) -> tuple[str, str]:
+    """(implementation, why) of the torch backend's fna ops on ``device``: on CUDA our kernels when
+    a native library built with CUDA is loaded (loading registers them for the custom ops; the
+    default build is loaded here if none is), else the PyTorch reference."""
+    if device != "cuda":
+        return REFERENCE_OPS, "on the CPU the custom ops run the PyTorch reference"
+    from .native import NativeLibraryError, load, registered_cuda_library
+
+    library = registered_cuda_library()
+    if library is None:
+        try:
+            library = load()
+        except NativeLibraryError as exc:
+            return REFERENCE_OPS, f"native kernels not loaded: {exc}"
+    if not library.cuda_registered:
+        return REFERENCE_OPS, f"{library.path} was built without CUDA"
+    return FNA_KERNELS, f"registered from {library.path}"
+
+
+def resolve_fna_ops(fna_ops: str, device: str) -> tuple[list[str], str, str]:
+    """(the implementations to time, what the ops run by default here, why) for ``fna_ops``
+    auto|reference|both; ``both`` where our kernels do not run is a ValueError."""
+    if fna_ops not in FNA_OPS:
+        raise ValueError(f"fna_ops must be one of {', '.join(FNA_OPS)}, got {fna_ops!r}")
+    implementation, why = fna_ops_on(device)
+    if fna_ops == "both" and implementation != FNA_KERNELS:
+        raise ValueError(f"--fna-ops both times our kernels beside the PyTorch reference, but they do not run here ({why}); "
+                         "use --fna-ops auto")
+    impls = {"auto": [implementation], "reference": [REFERENCE_OPS], "both": [FNA_KERNELS, REFERENCE_OPS]}[fna_ops]
+    return impls, implementation, why
+
+
+def _fna_custom_ops() -> tuple[Any, Any]:
+    from .ops import landmarks_op, nystrom_op
+
+    return landmarks_op, nystrom_op
+
+
+@contextlib.contextmanager
+def kernels_disabled(ops: Sequence[Any], device_type: str) -> Iterator[None]:
+    """Run ``ops`` (torch.library custom ops) with their registered ``device_type`` kernels switched
+    off, so they fall back to their own bodies: for the fna ops, the PyTorch reference."""
+    with contextlib.ExitStack() as stack:
+        for op in ops:
+            stack.enter_context(op.set_kernel_enabled(device_type, False))
+        yield
+
+
+def reference_ops() -> contextlib.AbstractContextManager:
+    """The fna custom ops run the PyTorch reference on CUDA inside this block, even where
+    libfna.so registered its kernels."""
+    return kernels_disabled(_fna_custom_ops(), "cuda")
+
+
+# ---------------------------------------------------------------- warm-up, capture, timing
+
+
+@dataclass
+class Prepared:
+    """A variant ready to time: ``run()`` computes it on the bench input (replaying its CUDA graph,
+    or eagerly) and ``output`` is what it computed there."""
+
+    run: Callable[[], Any]
+    output: Any
+    cuda_graph: bool
+    fallback: Optional[str] = None
+
+
+Capture = Callable[[Callable[[], Any]], Callable[[], Any]]
+
+
+def cuda_graph_capture(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """Capture ``fn()`` (already warmed up) in a torch.cuda.CUDAGraph; returns ``replay()``, which
+    replays the graph and returns the captured (static) output. Inputs must be static buffers."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graphs asks
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    original = torch.cuda.current_stream()
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):
+            static_out = fn()
+    except BaseException:
+        # an invalidated capture makes capture_end raise before the capture stream is left
+        torch.cuda.set_stream(original)
+        raise
+    torch.cuda.synchronize()
+
+    def replay() -> Any:
+        graph.replay()
+        return static_out
+
+    replay.graph = graph  # type: ignore[attr-defined]  # keeps the graph (and its pool) alive
+    return replay
+
+
+def _as_array(out: Any) -> np.ndarray:
+    """The model output as a float64 numpy array (first element of a tuple/list)."""
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if hasattr(out, "logits"):  # Hugging Face ModelOutput
+        out = out.logits
+    elif hasattr(out, "last_hidden_state"):
+        out = out.last_hidden_state
+    if isinstance(out, torch.Tensor):
+        return out.detach().to("cpu", torch.float64).numpy()
+    return np.asarray(out, dtype=np.float64)
+
+
+def output_metrics(reference: Any, other: Any) -> dict[str, Any]:
+    """cosine, rel L2, max/mean abs (and top-1 agreement for logits) of two model outputs."""
+    from .verify import pair_metrics
+
+    return pair_metrics([_as_array(reference)], [_as_array(other)])
+
+
+def _sentence(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def prepare_variant(
+    fn: Callable[[], Any],
+    *,
+    warmup: int,
+    capture: Optional[Capture] = None,
+    refill: Optional[Callable[[], Callable[[], None]]] = None,
+    sync: Callable[[], None] = lambda: None,
+) -> Prepared:
+    """Warm ``fn`` up eagerly and, given ``capture``, turn it into a graph replay.
+
+    ``fn()`` computes the variant on static input buffers. ``refill()`` puts fresh values into
+    those buffers and returns a function that restores the bench input: the replay is accepted
+    only if it then computes what eager ``fn()`` computes (a graph that froze its input, or a
+    host-side decision, fails this). A capture that raises, or a replay that disagrees, leaves the
+    variant eager with the reason in ``fallback``; nothing is raised.
+    """
+    output = None
+    for _ in range(max(warmup, 1)):
+        output = fn()
+    sync()
+    if capture is None:
+        return Prepared(fn, output, False)
+    try:
+        replay = capture(fn)
+    except Exception as exc:  # capture is best effort: report why and time eagerly
+        _recover_from_capture()
+        return Prepared(fn, output, False, f"capture failed ({_sentence(exc)})")
+    try:
+        if refill is not None:
+            restore = refill()
+            try:
+                got = _as_array(replay())
+                want = _as_array(fn())
+            finally:
+                restore()
+            err = output_metrics(want, got)["rel_l2"]
+            if not err <= GRAPH_CHECK_REL_L2:
+                return Prepared(fn, output, False,
+                                f"graph replay on a fresh input differs from eager (rel L2 {err:.2e} > {GRAPH_CHECK_REL_L2:g})")
+        replayed = replay()
         sync()
-        mem, kind = _peak_memory_mb(device)
-        stats[key] = {"peak_mem_mb": mem, "memory_kind": kind}
+    except Exception as exc:
+        _recover_from_capture()
+        return Prepared(fn, output, False, f"graph replay failed ({_sentence(exc)})")
+    return Prepared(replay, _detach_copy(replayed), True)
+
+
+def _detach_copy(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.detach().clone()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_detach_copy(o) for o in out)
+    return out
+
+
+def _recover_from_capture() -> None:
+    """After a failed capture: clear the error CUDA left behind, if any."""
+    if torch.cuda.is_available():
+        with contextlib.suppress(Exception):
+            torch.cuda.synchronize()
+
+
+def host_timer(run: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    run()
+    return (time.perf_counter() - started) * 1e3
+
+
+def cuda_event_timer(run: Callable[[], Any]) -> float:
+    """Milliseconds of ``run()`` on the GPU between two CUDA events, from an idle device."""
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    run()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end)
+
+
+def time_interleaved(runs: dict[str, Callable[[], Any]], iters: int,
+                     timer: Callable[[Callable[[], Any]], float] = host_timer) -> dict[str, list[float]]:
+    """``iters`` rounds, each timing every run once in order: per key, the list of milliseconds."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(iters):
         for key, run in runs.items():
-            sync()
-            started = time.perf_counter()
-            run()
-            sync()
-            times[key].append((time.perf_counter() - started) * 1e3)
-    for key, values in times.items():
-        stats[key]["median_ms"] = statistics.median(values)
-        stats[key]["p90_ms"] = float(np.percentile(values, 90))
-    return stats
+            times[key].append(timer(run))
+    return times
+
+
+@contextlib.contextmanager
+def _memory_probe(device: str) -> Iterator[dict[str, Any]]:
+    """Peak memory of the block: on CUDA max allocated minus what was allocated when it began
+    (inputs, weights, earlier variants' graphs); on the CPU the process's peak RSS (monotone)."""
+    result: dict[str, Any] = {}
+    if device == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        yield result
+        torch.cuda.synchronize()
+        result.update(peak_mem_mb=(torch.cuda.max_memory_allocated() - base) / 2**20, baseline_mem_mb=base / 2**20,
+                      memory_kind="cuda_max_allocated_above_baseline")
+    else:
+        yield result
+        result.update(peak_mem_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, baseline_mem_mb=None,
+                      memory_kind="process_peak_rss")
+
+
+# ---------------------------------------------------------------- the benchmark
+
+
+@dataclass
+class _Variant:
+    key: str
+    landmarks: Optional[int]
+    fna_ops: Optional[str]
+    fn: Callable[[], Any]
 
 
 def run_bench(
@@ -162,27 +452,49 @@ def run_bench(
     layers: "str | list[int] | None" = None,
     backends: Sequence[str] = ("torch", "onnxrt"),
     device: str = "cpu",
+    dtype: Optional[str] = None,
+    cuda_graphs: Optional[bool] = None,
+    fna_ops: str = "auto",
     batch: int = 1,
     warmup: int = 1,
     iters: int = 5,
     threads: Optional[int] = None,
     progress: Optional[Callable[[str, int, int], None]] = None,
     workdir: Optional[str] = None,
+    log: Optional[Callable[[str], None]] = None,
 ) -> BenchReport:
-    """Benchmark dense vs FNA for each resolution; ``load(resolution)`` builds the model."""
+    """Benchmark dense vs FNA for each resolution; ``load(resolution)`` builds the model.
+
+    ``device`` auto|cpu|cuda; ``dtype`` fp16|bf16|fp32 (default fp16 on CUDA, fp32 on CPU);
+    ``cuda_graphs`` (default on for CUDA); ``fna_ops``: ``auto`` (our kernels where loaded, else the
+    PyTorch reference), ``reference`` (always the reference), ``both`` (time both on CUDA).
+    ``log`` receives one line per noteworthy event (a graph falling back to eager).
+    """
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA GPU is visible here; use --device cpu")
-    report = BenchReport(model_label, torch.cuda.get_device_name(0) if device == "cuda" else "cpu", batch, layers, iters)
-    report.machine = {"torch": torch.__version__, "threads": threads or torch.get_num_threads(), "fna_ops": _fna_ops_on(device)}
+    device = resolve_device(device)
+    dtype = resolve_dtype(dtype, device)
+    graphs = resolve_cuda_graphs(cuda_graphs, device)
+    torch_impls, implementation, why = resolve_fna_ops(fna_ops, device)
+    cuda = device == "cuda"
+    report = BenchReport(model_label, torch.cuda.get_device_name(0) if cuda else "cpu", batch, layers, iters,
+                         device_type=device, dtype=dtype, cuda_graphs=graphs, timing="cuda_events" if cuda else "host_clock",
+                         warmup=warmup)
+    report.machine = {"torch": torch.__version__, "threads": threads or torch.get_num_threads(), "fna_ops": implementation,
+                      "fna_ops_note": why}
+    if cuda:
+        report.machine["cuda"] = torch.version.cuda
     active = list(backends)
     if "onnxrt" in active:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            report.skipped["onnxrt"] = "onnxruntime is not installed"
+        if cuda:
+            report.skipped["onnxrt"] = ("ONNX Runtime runs on its CPU execution provider here, so its times are not GPU times; "
+                                        "time it with --device cpu")
+        else:
+            try:
+                import onnxruntime  # noqa: F401
+            except ImportError:
+                report.skipped["onnxrt"] = "onnxruntime is not installed"
     if "trt" in active:
         from .trt import TensorRTUnavailable, require_tensorrt
 
@@ -196,8 +508,9 @@ def run_bench(
     done = 0
     tmp = Path(workdir or tempfile.mkdtemp(prefix="fna-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
+    torch_dtype = DTYPES[dtype]
     for res in resolutions:
-        model = load(res).to(device).eval()
+        model = load(res).to(device=device, dtype=torch_dtype).eval()
         info = model_info(model)
         tokens = info.num_tokens((res, res))
         usable = [m for m in landmarks if m <= tokens]
@@ -206,69 +519,129 @@ def run_bench(
         for backend in active:
             if progress:
                 progress(f"{backend} @ {res}px", done, total)
-            x = torch.randn(batch, info.in_chans, res, res, device=device)
-            runs: dict[str, Callable[[], Any]] = {}
+            x = torch.randn(batch, info.in_chans, res, res, device=device, dtype=torch_dtype)
+            variants: list[_Variant] = []
             if backend == "torch":
-                import copy
-
-                variants = {"dense": unpatch(copy.deepcopy(model))}
+                variants.append(_Variant("dense", None, None, _call(unpatch(model), x)))
                 for m in usable:
-                    variants[f"fna{m}"] = patch(copy.deepcopy(model), FNAConfig(num_landmarks=m, layers=layers))
-                for key, module in variants.items():
-                    runs[key] = (lambda mod: lambda: _no_grad(mod, x))(module)
+                    fna_model = patch(copy.deepcopy(model), FNAConfig(num_landmarks=m, layers=layers))
+                    for impl in torch_impls:
+                        # switching kernels off only where libfna.so registered them for the ops
+                        fn = _call(fna_model, x, reference=impl == REFERENCE_OPS and implementation == FNA_KERNELS)
+                        variants.append(_Variant(f"fna{m}" + ("-ref" if impl == REFERENCE_OPS and fna_ops == "both" else ""), m, impl, fn))
             else:  # onnxrt
-                import onnxruntime as ort
-
-                from .export import export_onnx
-
-                options = ort.SessionOptions()
-                if threads:
-                    options.intra_op_num_threads = threads
-                options.log_severity_level = 3
-                feed = {"images": x.cpu().numpy()}
-                sessions = {}
-                unpatch(model)
-                path = tmp / f"dense_{res}.onnx"
-                export_onnx(model, None, path, target="dense", input_shape=tuple(x.shape), dynamic_batch=False, check=False)
-                sessions["dense"] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                for m in usable:
-                    path = tmp / f"fna{m}_{res}.onnx"
-                    export_onnx(model, FNAConfig(num_landmarks=m, layers=layers), path, input_shape=tuple(x.shape), dynamic_batch=False, check=False)
-                    sessions[f"fna{m}"] = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-                for key, session in sessions.items():
-                    runs[key] = (lambda s: lambda: s.run(None, feed))(session)
-            stats = _time_interleaved(runs, warmup, iters, device if backend == "torch" else "cpu")
+                variants = _onnxrt_variants(model, x, usable, layers, threads, tmp, res)
+            stats, outputs = _measure(variants, report, backend, res, x if backend == "torch" else None, warmup, iters,
+                                      device if backend == "torch" else "cpu", graphs and backend == "torch", log)
+            by_key = {v.key: v for v in variants}
             for key, st in stats.items():
-                m = None if key == "dense" else int(key[3:])
-                report.measurements.append(
-                    Measurement(backend, res, tokens, "dense" if m is None else "fna", m, round(st["median_ms"], 3), round(st["p90_ms"], 3),
-                                round(batch * 1e3 / st["median_ms"], 2), round(st["peak_mem_mb"], 1), st["memory_kind"])
-                )
+                v = by_key[key]
+                report.measurements.append(Measurement(
+                    backend, res, tokens, "dense" if v.landmarks is None else "fna", v.landmarks, round(st["median_ms"], 4),
+                    round(st["p90_ms"], 4), round(batch * 1e3 / st["median_ms"], 2), round(st["peak_mem_mb"], 1), st["memory_kind"],
+                    fna_ops=v.fna_ops, dtype=dtype if backend == "torch" else "fp32", cuda_graph=st["cuda_graph"],
+                    graph_fallback=st["fallback"],
+                    baseline_mem_mb=None if st["baseline_mem_mb"] is None else round(st["baseline_mem_mb"], 1)))
             n_fna = len(FNAConfig(layers=layers).resolve_layers(info.num_blocks))
-            for m in usable:
-                speed = stats["dense"]["median_ms"] / stats[f"fna{m}"]["median_ms"]
-                bound = estimate(tokens, info.embed_dim, info.num_heads, info.num_blocks, n_fna, m).bound
-                report.speedups.append(Speedup(backend, res, tokens, m, speed, bound, speed / bound))
+            for v in variants:
+                if v.landmarks is None:
+                    continue
+                speed = stats["dense"]["median_ms"] / stats[v.key]["median_ms"]
+                bound = estimate(tokens, info.embed_dim, info.num_heads, info.num_blocks, n_fna, v.landmarks).bound
+                diff = output_metrics(outputs["dense"], outputs[v.key])
+                report.speedups.append(Speedup(backend, res, tokens, v.landmarks, speed, bound, speed / bound, v.fna_ops,
+                                               round(diff["cosine"], 8), diff["rel_l2"],
+                                               _kernels_vs_reference(v, variants, outputs)))
+            del variants, outputs
+            if cuda:
+                torch.cuda.empty_cache()
             done += 1
     if progress:
         progress("done", total, total)
     return report
 
 
-def _fna_ops_on(device: str) -> str:
-    """Which implementation the torch backend's fna ops run: on CUDA, our kernels when the native
-    library is built (registered for the custom ops by loading it), else the PyTorch reference."""
-    if device != "cuda":
-        return "PyTorch reference (CPU)"
-    from .native import NativeLibraryError, load
+def _call(model: nn.Module, x: torch.Tensor, reference: bool = False) -> Callable[[], Any]:
+    def run() -> Any:
+        with torch.no_grad(), (reference_ops() if reference else contextlib.nullcontext()):
+            return model(x)
 
-    try:
-        library = load()
-    except NativeLibraryError as exc:
-        return f"PyTorch reference (native kernels not loaded: {exc})"
-    return "fna CUDA kernels" if library.cuda_registered else "PyTorch reference (library built without CUDA)"
+    return run
 
 
-def _no_grad(module: nn.Module, x: torch.Tensor) -> Any:
-    with torch.no_grad():
-        return module(x)
+def _onnxrt_variants(model, x, usable, layers, threads, tmp: Path, res: int) -> list[_Variant]:
+    import onnxruntime as ort
+
+    from .export import export_onnx
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    options.log_severity_level = 3
+    feed = {"images": x.cpu().numpy()}
+    unpatch(model)
+    sessions: list[tuple[str, Optional[int], Any]] = []
+    path = tmp / f"dense_{res}.onnx"
+    export_onnx(model, None, path, target="dense", input_shape=tuple(x.shape), dynamic_batch=False, check=False)
+    sessions.append(("dense", None, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])))
+    for m in usable:
+        path = tmp / f"fna{m}_{res}.onnx"
+        export_onnx(model, FNAConfig(num_landmarks=m, layers=layers), path, input_shape=tuple(x.shape), dynamic_batch=False, check=False)
+        sessions.append((f"fna{m}", m, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])))
+    return [_Variant(key, m, None if m is None else ONNX_FUNCTIONS, (lambda s: lambda: s.run(None, feed)[0])(session))
+            for key, m, session in sessions]
+
+
+def _measure(variants: list[_Variant], report: BenchReport, backend: str, res: int, x: Optional[torch.Tensor], warmup: int,
+             iters: int, device: str, graphs: bool, log: Optional[Callable[[str], None]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Warm up (and capture) each variant under a memory probe, then time them interleaved."""
+    cuda = device == "cuda"
+    stats: dict[str, dict[str, Any]] = {}
+    outputs: dict[str, Any] = {}
+    runs: dict[str, Callable[[], Any]] = {}
+    refill = input_refill(x) if graphs and x is not None else None
+    for v in variants:
+        with _memory_probe(device) as mem:
+            prepared = prepare_variant(v.fn, warmup=warmup, capture=cuda_graph_capture if graphs else None, refill=refill,
+                                       sync=torch.cuda.synchronize if cuda else (lambda: None))
+        if prepared.fallback:
+            report.graph_fallbacks[f"{backend}@{res}px/{v.key}"] = prepared.fallback
+            if log:
+                log(f"{backend} @ {res}px {v.key}: no CUDA graph, timed eagerly: {prepared.fallback}")
+        stats[v.key] = {**mem, "cuda_graph": prepared.cuda_graph, "fallback": prepared.fallback}
+        outputs[v.key] = prepared.output
+        runs[v.key] = prepared.run
+    times = time_interleaved(runs, iters, cuda_event_timer if cuda else host_timer)
+    for key, values in times.items():
+        stats[key]["median_ms"] = statistics.median(values)
+        stats[key]["p90_ms"] = float(np.percentile(values, 90))
+    return stats, outputs
+
+
+def input_refill(x: torch.Tensor) -> Callable[[], Callable[[], None]]:
+    """Fresh values into the static input ``x``; returns the function that puts the bench input back."""
+
+    def refill() -> Callable[[], None]:
+        saved = x.clone()
+        x.copy_(torch.randn_like(x))
+
+        def restore() -> None:
+            x.copy_(saved)
+
+        return restore
+
+    return refill
+
+
+def _kernels_vs_reference(v: _Variant, variants: list[_Variant], outputs: dict[str, Any]) -> Optional[dict[str, float]]:
+    """Where our kernels ran: the whole model's output with them vs with the PyTorch reference ops."""
+    if v.fna_ops != FNA_KERNELS:
+        return None
+    ref = next((w for w in variants if w.landmarks == v.landmarks and w.fna_ops == REFERENCE_OPS), None)
+    if ref is not None:
+        reference_out = outputs[ref.key]
+    else:
+        with reference_ops():
+            reference_out = v.fn()  # eager, on the bench input
+    metrics = output_metrics(reference_out, outputs[v.key])
+    return {"rel_l2": metrics["rel_l2"], "cosine": metrics["cosine"], "max_abs": metrics["max_abs"]}

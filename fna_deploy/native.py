@@ -437,6 +437,13 @@ def load(path: "Path | str | None" = None, *, register_cuda: bool = True) -> Nat
     return lib
 
 
+def registered_cuda_library() -> Optional[NativeLibrary]:
+    """The loaded library whose CUDA kernels the fna custom ops dispatch to (the last one
+    registered), or None while the ops run the PyTorch reference on CUDA."""
+    registered = [lib for lib in _LOADED.values() if lib.cuda_registered]
+    return registered[-1] if registered else None
+
+
 __all__ = [
     "BuildResult",
     "NativeLibrary",
@@ -445,6 +452,7 @@ __all__ = [
     "default_build_dir",
     "find_library",
     "find_trt_plugin",
+    "registered_cuda_library",
     "load",
     "read_build_info",
 ]

@@ -112,7 +112,7 @@ def test_bench_report_table_and_plot(tmp_path):
                        backends=["torch", "onnxrt", "trt"], iters=2, warmup=1)
     assert loads == [32, 64]
     assert "trt" in report.skipped
-    assert report.machine["fna_ops"] == "PyTorch reference (CPU)"
+    assert report.machine["fna_ops"] == "PyTorch reference ops"
     kinds = {(m.backend, m.resolution, m.variant, m.landmarks) for m in report.measurements}
     assert ("torch", 64, "fna", 8) in kinds and ("onnxrt", 32, "dense", None) in kinds
     # 32px has 5 tokens: m=8 does not fit there and is left out

@@ -44,7 +44,16 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--landmarks", default="64,128", show_default=True, help="Comma-separated numbers of landmarks m.")
 @click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA (default: the second half).")
 @click.option("--backends", default="torch,onnxrt", show_default=True, help="Comma-separated: torch, onnxrt, trt (unavailable ones are skipped).")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto: cuda when PyTorch sees a GPU, else cpu.")
+@click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default=None,
+              help="Weights and input precision of the torch backend [default: fp16 on cuda, fp32 on cpu; cpu runs fp32 only].")
+@click.option("--cuda-graphs/--no-cuda-graphs", default=None,
+              help="Capture dense and FNA in CUDA graphs after warm-up and time their replays [default: on for cuda]; "
+                   "a variant that cannot be captured is timed eagerly and the reason printed.")
+@click.option("--fna-ops", type=click.Choice(["auto", "reference", "both"]), default="auto", show_default=True,
+              help="What runs the fna ops on cuda: auto (our kernels when libfna.so is built, else the PyTorch reference), "
+                   "reference, or both (each timed).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
@@ -55,17 +64,22 @@ def _ints(text: str, flag: str) -> list[int]:
 @verbose_option("Also print the machine the numbers come from (CPU, threads, library versions).")
 @user_errors
 def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
-          layers: Optional[str], backends: str, device: str, batch: int, warmup: int, iters: int, threads: Optional[int],
-          report_path: Optional[str], plot_path: Optional[str], quiet: bool, verbose: bool) -> None:
+          layers: Optional[str], backends: str, device: str, dtype: Optional[str], cuda_graphs: Optional[bool], fna_ops: str,
+          batch: int, warmup: int, iters: int, threads: Optional[int], report_path: Optional[str], plot_path: Optional[str],
+          quiet: bool, verbose: bool) -> None:
     """Time MODEL dense vs with FNA, per backend and resolution, and compare with the FLOP bound.
 
     Variants are timed interleaved in one run. Beside each speedup: its FLOP bound (the speedup if
-    only the replaced attention cores got cheaper) and the share of the bound reached.
+    only the replaced attention cores got cheaper), the share of the bound reached, and the FNA
+    output's distance from the dense one (cosine, relative L2). On cuda: fp16, CUDA graphs,
+    CUDA-event timing, peak memory per variant above inputs and weights, and which implementation
+    ran the fna ops (our kernels vs the PyTorch reference, and their difference in the whole model).
     """
     import torch
     from rich.console import Console
+    from rich.markup import escape
 
-    from ..bench import BACKENDS, run_bench
+    from ..bench import BACKENDS, resolve_cuda_graphs, resolve_device, resolve_dtype, resolve_fna_ops, run_bench
     from ..config import FNAConfig
 
     sizes = _ints(resolutions, "--resolutions")
@@ -75,6 +89,10 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     if bad:
         raise CliError(f"--backends: unknown backend {bad[0]!r}; choose from {', '.join(BACKENDS)}")
     FNAConfig(layers=layers)  # syntax check before any work
+    device = resolve_device(device)  # ValueError (one sentence, exit 2) for cuda without a GPU
+    dtype = resolve_dtype(dtype, device)
+    cuda_graphs = resolve_cuda_graphs(cuda_graphs, device)
+    resolve_fna_ops(fna_ops, device)  # --fna-ops both without our kernels: refused before any work
     if threads:
         torch.set_num_threads(threads)
 
@@ -83,15 +101,22 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
 
     plot_file = _plot_file(plot_path) if plot_path else None  # a bad --plot fails before the timing
     console = Console()
+
+    def say(line: str) -> None:  # a variant timed eagerly, and why (error text may hold brackets: no markup)
+        console.print(f"[yellow]{escape(line)}[/yellow]", highlight=False)
+
     with progress(Console(stderr=True), quiet=quiet) as reporter:
         update = reporter.bar
 
         report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
-                           device=device, batch=batch, warmup=warmup, iters=iters, threads=threads, progress=update)
+                           device=device, dtype=dtype, cuda_graphs=cuda_graphs, fna_ops=fna_ops, batch=batch, warmup=warmup,
+                           iters=iters, threads=threads, progress=update, log=say)
     for backend, reason in report.skipped.items():
-        console.print(f"[yellow]skipped {backend}:[/yellow] {reason}")
-    console.print(f"\n{report.model} on {report.device}, batch {report.batch}, median of {report.iters} (interleaved); "
-                  f"torch FNA ops: {report.machine['fna_ops']}\n", highlight=False)
+        console.print(f"[yellow]skipped {backend}:[/yellow] {escape(reason)}")
+    timing = ("CUDA events, " + ("CUDA graphs" if report.cuda_graphs else "eager")) if report.device_type == "cuda" else "host clock"
+    console.print(f"\n{report.model} on {report.device}, {report.dtype}, batch {report.batch}, median of {report.iters} "
+                  f"(interleaved, {timing}); torch FNA ops: {report.machine['fna_ops']} ({report.machine['fna_ops_note']})\n",
+                  highlight=False)
     click.echo(report.markdown())
     if report_path:
         report.write_json(report_path)

@@ -18,7 +18,8 @@ from typing import Any, Callable, Optional
 
 import click
 
-DEVICES = ("auto", "cpu", "cuda")
+from ..utils import DEVICES, resolve_device  # noqa: F401  (commands import both from here)
+
 # the spellings the vocabulary test holds every command to: flag -> (what it means, its parameter)
 VOCABULARY = {
     "--report": "FILE: write the JSON report there",
@@ -54,19 +55,6 @@ def verbose_option(help: str = "More detail.") -> Decorator:
 
 def device_option(help: str = "Where torch runs: auto picks cuda when a GPU is here, else cpu.") -> Decorator:
     return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help=help)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is refused."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        from ..cli import CliError
-
-        raise CliError("--device cuda: no CUDA GPU is available here; use --device cpu (or auto)")
-    return device
 
 
 def deprecated(old: str, new: str) -> None:

@@ -18,7 +18,6 @@ from fna_deploy.trt import parse_shapes
 from fna_deploy.trt.shapes import is_legacy, parse_trtexec_shapes, profile_from_flags
 
 QUERIES = {"info": "prints facts; nothing to show progress of", "plugin path": "prints one path"}
-PENDING_DEVICE = {"bench": "bench --device becomes auto|cpu|cuda on branch i11-bench"}
 
 
 def all_commands() -> dict[str, click.Command]:
@@ -76,9 +75,7 @@ def test_vocabulary(name):
 
 
 @pytest.mark.parametrize("name", [n for n in COMMAND_NAMES if "--device" in options(all_commands()[n])])
-def test_device_is_auto_cpu_cuda(name, request):
-    if name in PENDING_DEVICE:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=PENDING_DEVICE[name]))
+def test_device_is_auto_cpu_cuda(name):
     device = options(all_commands()[name])["--device"]
     assert isinstance(device.type, click.Choice) and tuple(device.type.choices) == DEVICES
     assert device.default == "auto"
