@@ -168,8 +168,8 @@ __global__ void __launch_bounds__(kThreads) landmarks_kernel(const TF* __restric
                     const TF* fi = f + static_cast<int64_t>(i) * D;
                     float dist = 0.f;
                     for (int c = 0; c < D; ++c) {
-                        const float diff = to_float(fi[c]) - s_point[c];
-                        dist += diff * diff;
+                        const float diff = __fsub_rn(to_float(fi[c]), s_point[c]);  // as reference.cpp: no FMA
+                        dist = __fadd_rn(dist, __fmul_rn(diff, diff));
                     }
                     md = fminf(md, dist);
                     min_dist[i] = md;
