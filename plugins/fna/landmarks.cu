@@ -7,6 +7,9 @@
 //      the lowest index) in one pass over the tokens; or the grid rule;
 //   4. scatter: token -> output slot (its rank among the landmarks) when that slot is < m.
 #include <cfloat>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 #include "cluster.cuh"
 #include "cuda_common.cuh"
@@ -520,18 +523,49 @@ DeviceLimits device_limits() {
     return l;
 }
 
+// Host queries (device attributes, kernel binary version, cluster occupancy) are cached per
+// device and kernel, so that a launch captured into a CUDA graph after a warm-up call makes none.
+// The emulator changes its device between cases: no cache there.
+template <typename F>
+int cached_query(int tag, const void* kernel, int ctas, size_t smem, F query) {
+#ifdef FNA_EMULATED
+    (void)tag; (void)kernel; (void)ctas; (void)smem;
+    return query();
+#else
+    static std::mutex mu;
+    static std::map<std::tuple<int, int, const void*, int, size_t>, int> cache;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return query(); }
+    const auto key = std::make_tuple(dev, tag, kernel, ctas, smem);
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        auto it = cache.find(key);
+        if (it != cache.end()) return it->second;
+    }
+    const int v = query();
+    std::lock_guard<std::mutex> lock(mu);
+    cache[key] = v;
+    return v;
+#endif
+}
+
 // Plan (largest cluster first: 16 where the device schedules it, else 8), then launch.
 template <typename TF, typename TS>
 int launch_fps_planned(const void* features, const void* scores, int64_t B, int64_t N, int64_t D, const LandmarkAttrs& a,
                        int32_t* out, bool* legacy, cudaStream_t stream) {
-    const DeviceLimits lim = device_limits<TF, TS>();
+    const void* id = reinterpret_cast<const void*>(fps_cluster_kernel<TF, TS, true>);
+    DeviceLimits lim;
+    lim.smem_optin = cached_query(0, id, 0, 0, [] { return device_limits<TF, TS>().smem_optin; });
+    lim.clusters = cached_query(1, id, 0, 0, [] { return device_limits<TF, TS>().clusters ? 1 : 0; }) != 0;
     const int caps[3] = {16, 8, 1};
     for (int cap : caps) {
         if (cap > 1 && !lim.clusters) continue;
         const LandmarkPlan p = plan_landmarks(a.method, N, D, static_cast<int>(sizeof(TF)), cap, lim.smem_optin);
         if (p.legacy) break;
-        const int ok = p.features_on_chip ? cluster_launchable(fps_cluster_kernel<TF, TS, true>, p.ctas, p.smem_bytes, stream)
-                                          : cluster_launchable(fps_cluster_kernel<TF, TS, false>, p.ctas, p.smem_bytes, stream);
+        const int ok = cached_query(p.features_on_chip ? 2 : 3, id, p.ctas, p.smem_bytes, [&] {
+            return p.features_on_chip ? cluster_launchable(fps_cluster_kernel<TF, TS, true>, p.ctas, p.smem_bytes, stream)
+                                      : cluster_launchable(fps_cluster_kernel<TF, TS, false>, p.ctas, p.smem_bytes, stream);
+        });
         if (ok != p.ctas) continue;
         *legacy = false;
         return p.features_on_chip ? launch_fps<TF, TS, true>(features, scores, B, N, D, a, p, out, stream)
