@@ -57,7 +57,7 @@ def build(out: Path) -> Path:
             raise SystemExit(f"emulate_kernels: a launch in {cu.name} was not rewritten")
         sources.append(dst)
     exe = out / "fna_test_kernels_emu"
-    cmd = ["g++", "-std=c++20", "-O2", "-pthread", "-w", f"-I{HERE / 'emu'}", f"-I{SRC}", f"-I{inc}",
+    cmd = ["g++", "-std=c++20", "-O2", "-ffp-contract=off", "-pthread", "-w", f"-I{HERE / 'emu'}", f"-I{SRC}", f"-I{inc}",
            "-DFNA_WITH_CUDA=1", "-DFNA_EMULATED=1", str(HERE / "test_kernels.cpp"), *map(str, sources),
            str(SRC / "fna_logic.cpp"), str(SRC / "reference.cpp"), "-o", str(exe)]
     subprocess.run(cmd, check=True)
