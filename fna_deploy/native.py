@@ -342,7 +342,7 @@ class NativeLibrary:
         import torch
 
         b, n, d = features.shape
-        if n >= MAX_KERNEL_TOKENS:  # beyond the one-CTA kernel's packed counters: the reference
+        if n >= MAX_KERNEL_TOKENS:  # beyond the kernels' packed 21-bit token counters: the reference
             from .ops.landmarks import landmarks_reference
 
             return landmarks_reference(features, scores, num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)

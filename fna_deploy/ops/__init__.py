@@ -27,7 +27,10 @@ def landmarks_op(
     artifact_ratio: float,
     method: str,
 ) -> Tensor:
-    return landmarks_reference(features, scores, num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)
+    # contiguous, as the fake kernel promises (torch.compile checks strides against it)
+    return landmarks_reference(
+        features, scores, num_landmarks, num_prefix, massive_ratio, artifact_ratio, method
+    ).contiguous()
 
 
 @landmarks_op.register_fake
@@ -37,7 +40,9 @@ def _landmarks_fake(features, scores, num_landmarks, num_prefix, massive_ratio, 
 
 @torch.library.custom_op("fna::nystrom_attention", mutates_args=())
 def nystrom_op(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, scale: float, pinv_iters: int) -> Tensor:
-    return nystrom_reference(q, k, v, idx, scale, pinv_iters)
+    # contiguous, as the fake kernel promises: the reference's last product may come out of SDPA
+    # in another layout, and compiled graphs (inductor) assert the fake kernel's strides
+    return nystrom_reference(q, k, v, idx, scale, pinv_iters).contiguous()
 
 
 @nystrom_op.register_fake

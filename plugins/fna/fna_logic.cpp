@@ -2,6 +2,7 @@
 
 #include "fna_contract.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <sstream>
@@ -184,6 +185,41 @@ NystromLayout nystrom_layout(int64_t B, int64_t H, int64_t N, int64_t dv, int64_
 
 size_t nystrom_workspace_size(int64_t B, int64_t H, int64_t N, int64_t /*d*/, int64_t dv, int64_t m) {
     return nystrom_layout(B, H, N, dv, m).total_floats * sizeof(float) + 256;
+}
+
+namespace {
+LandmarkPlan fps_layout(int64_t N, int64_t D, int elem_bytes, int32_t ctas, bool on_chip) {
+    auto up16 = [](size_t x) { return (x + 15) & ~size_t(15); };
+    LandmarkPlan p;
+    p.ctas = ctas;
+    p.chunk = (N + ctas - 1) / ctas;
+    p.pairs = static_cast<int32_t>((D + 1) / 2);
+    p.features_on_chip = on_chip;
+    p.point_offset = kFpsFixedSmem;
+    p.md_offset = up16(p.point_offset + static_cast<size_t>(p.pairs) * 8);
+    p.feat_offset = up16(p.md_offset + static_cast<size_t>(p.chunk) * 4);
+    p.smem_bytes = on_chip ? up16(p.feat_offset + static_cast<size_t>(p.pairs) * p.chunk * 2 * elem_bytes) : p.feat_offset;
+    return p;
+}
+}  // namespace
+
+LandmarkPlan plan_landmarks(Method method, int64_t N, int64_t D, int elem_bytes, int max_cluster, int64_t smem_limit) {
+    LandmarkPlan legacy;
+    legacy.legacy = true;
+    if (method != Method::kFps || N < 1 || D < 1) return legacy;
+    const int32_t cap = std::max(1, max_cluster);
+    const int64_t per_cta = static_cast<int64_t>(kFpsThreads) * kFpsTokensPerThread;
+    const int32_t want = static_cast<int32_t>(std::min<int64_t>(cap, (N + per_cta - 1) / per_cta));
+    // fewest CTAs that hold the features on chip, then more while a CTA owns more than `per_cta`
+    for (int32_t c = 1; c <= cap; ++c) {
+        LandmarkPlan p = fps_layout(N, D, elem_bytes, c, true);
+        if (static_cast<int64_t>(p.smem_bytes) <= smem_limit) return fps_layout(N, D, elem_bytes, std::max(c, want), true);
+    }
+    // features too large for the cluster: stream them from L2 each step, min-distances on chip
+    LandmarkPlan p = fps_layout(N, D, elem_bytes, std::max<int32_t>(want, 1), false);
+    if (static_cast<int64_t>(p.smem_bytes) <= smem_limit) return p;
+    p = fps_layout(N, D, elem_bytes, cap, false);
+    return static_cast<int64_t>(p.smem_bytes) <= smem_limit ? p : legacy;
 }
 
 size_t landmarks_workspace_size(int64_t B, int64_t N) {

@@ -61,6 +61,32 @@ std::string check_nystrom_shapes(const std::vector<int64_t>& q, const std::vecto
 constexpr int kMaxHeadDim = 256;
 constexpr int kMaxLandmarks = 4096;
 
+// How the FPS landmark kernel (landmarks.cu) splits one image: pure policy, unit tested here and
+// used by the CUDA launcher, so the split is the same on every machine that reports the same
+// limits. One image = `ctas` CTAs of kFpsThreads threads (a thread-block cluster when > 1), each
+// owning `chunk` consecutive tokens (the last CTA fewer). Shared memory per CTA, in bytes:
+//   [0, kFpsFixedSmem)   scratch (histograms, scans, per-warp and per-CTA argmax keys, counts)
+//   point_offset         the last pick's features, float2[pairs]          (pairs = ceil(D / 2))
+//   md_offset            min-distances of the CTA's tokens, float[chunk]
+//   feat_offset          features, channel-pair major: pair p of local token t at [p * chunk + t],
+//                        2 elements of the input type each (only when features_on_chip)
+// legacy: the one-CTA kernel with min-distances in global memory (the grid method, or an image
+// whose min-distances alone do not fit on chip).
+constexpr int kFpsThreads = 512;
+constexpr int kFpsTokensPerThread = 1;  // split an image until each thread owns about this many tokens
+constexpr size_t kFpsFixedSmem = 4096;
+struct LandmarkPlan {
+    bool legacy = false;
+    int32_t ctas = 1;
+    int64_t chunk = 0;
+    int32_t pairs = 0;
+    bool features_on_chip = false;
+    size_t point_offset = 0, md_offset = 0, feat_offset = 0, smem_bytes = 0;
+};
+// elem_bytes: 2 (fp16) or 4 (fp32) features; max_cluster: the largest cluster the device and the
+// compiled kernel accept (1 without clusters); smem_limit: dynamic shared memory per CTA (opt-in).
+LandmarkPlan plan_landmarks(Method method, int64_t N, int64_t D, int elem_bytes, int max_cluster, int64_t smem_limit);
+
 // Workspace (bytes) the CUDA kernels need; both include alignment slack.
 size_t landmarks_workspace_size(int64_t B, int64_t N);
 size_t nystrom_workspace_size(int64_t B, int64_t H, int64_t N, int64_t d, int64_t dv, int64_t m);

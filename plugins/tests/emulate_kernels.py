@@ -4,7 +4,9 @@
 The .cu files are copied with two mechanical rewrites (kernel<<<...>>>(...) launches become
 emu_launch(kernel, ..., ...); `extern __shared__ T x[];` becomes a pointer to the block's dynamic
 shared memory), compiled with g++ -std=c++20 together with the unchanged C++ sources, and run.
-Needs only g++ and the CUDA headers (cuda_fp16.h); no GPU, no nvcc.
+Needs only g++ and the CUDA headers (cuda_fp16.h); no GPU, no nvcc. Cluster launches
+(cudaLaunchKernelEx with a cluster dimension, as landmarks.cu makes them) need no rewrite: the
+emulator implements cudaLaunchKernelEx and runs each cluster's CTAs concurrently (emu/cuda_emu.h).
 
     python plugins/tests/emulate_kernels.py [--build DIR]     # exit code of the test binary
 """
@@ -55,7 +57,7 @@ def build(out: Path) -> Path:
             raise SystemExit(f"emulate_kernels: a launch in {cu.name} was not rewritten")
         sources.append(dst)
     exe = out / "fna_test_kernels_emu"
-    cmd = ["g++", "-std=c++20", "-O2", "-pthread", "-w", f"-I{HERE / 'emu'}", f"-I{SRC}", f"-I{inc}",
+    cmd = ["g++", "-std=c++20", "-O2", "-ffp-contract=off", "-pthread", "-w", f"-I{HERE / 'emu'}", f"-I{SRC}", f"-I{inc}",
            "-DFNA_WITH_CUDA=1", "-DFNA_EMULATED=1", str(HERE / "test_kernels.cpp"), *map(str, sources),
            str(SRC / "fna_logic.cpp"), str(SRC / "reference.cpp"), "-o", str(exe)]
     subprocess.run(cmd, check=True)

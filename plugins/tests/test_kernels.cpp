@@ -2,6 +2,7 @@
 // when the library was built without CUDA or no GPU is visible.
 #include <cstdio>
 #include <cstring>
+#include <functional>
 
 #include "kernels.h"
 #include "reference.h"
@@ -32,27 +33,41 @@ static std::vector<uint16_t> to_half_bits(const std::vector<float>& x, std::vect
     return out;
 }
 
-static void landmark_case(int64_t B, int64_t N, int64_t D, LandmarkAttrs a, bool with_scores, unsigned seed) {
+// Feature patterns of a landmark case.
+enum class Feat { kNormal, kTies };  // kTies: every token is one of 3 vectors, so distances tie exactly
+
+static void landmark_case(int64_t B, int64_t N, int64_t D, LandmarkAttrs a, bool with_scores, unsigned seed,
+                          bool half = false, Feat pattern = Feat::kNormal) {
     Rng rng(seed);
     auto f = rng.normals(B * N * D);
+    if (pattern == Feat::kTies)
+        for (int64_t t = 0; t < B * N; ++t)
+            for (int64_t c = 0; c < D; ++c) f[t * D + c] = static_cast<float>((t * 7 + (t / 5)) % 3) + 0.25f * static_cast<float>(c % 2);
     std::vector<float> s(B * N);
     for (auto& x : s) x = 1.f + rng.uniform();
-    for (int64_t b = 0; b < B; ++b) { s[b * N + (b + 3) % N] = 50.f; s[b * N + (b + 5) % N] = 3.f; }
+    for (int64_t b = 0; b < B; ++b) {  // massive and artifact tokens spread over the image (and its CTAs)
+        s[b * N + (b + 3) % N] = 50.f; s[b * N + (b + 5) % N] = 3.f;
+        s[b * N + N / 2 + 1 - b] = 60.f; s[b * N + N - 2] = 45.f; s[b * N + N / 3] = 3.5f; s[b * N + N - 1] = 2.5f;
+    }
+    std::vector<float> fr = f;  // what the reference sees: fp16 features rounded first
+    std::vector<uint16_t> fh;
+    if (half) fh = to_half_bits(f, &fr);
     std::vector<int32_t> want(B * a.num_landmarks), got(B * a.num_landmarks, -1);
-    std::string e = ref::landmarks(f.data(), with_scores ? s.data() : nullptr, B, N, D, a, want.data());
+    std::string e = ref::landmarks(fr.data(), with_scores ? s.data() : nullptr, B, N, D, a, want.data());
     CHECK_MSG(e.empty(), e);
-    float* df = to_device(f);
+    void* df = half ? static_cast<void*>(to_device(fh)) : static_cast<void*>(to_device(f));
     float* ds = to_device(s);
     int32_t* dout = to_device(got);
     size_t ws_bytes = landmarks_workspace_size(B, N);
     void* ws = nullptr;
     cudaMalloc(&ws, ws_bytes);
-    int rc = cuda::launch_landmarks(df, cuda::kFloat32, with_scores ? ds : nullptr, cuda::kFloat32, B, N, D, a, dout, ws,
-                                    ws_bytes, nullptr);
+    int rc = cuda::launch_landmarks(df, half ? cuda::kFloat16 : cuda::kFloat32, with_scores ? ds : nullptr, cuda::kFloat32, B,
+                                    N, D, a, dout, ws, ws_bytes, nullptr);
     CHECK_MSG(rc == 0, cuda::error_string(rc));
     CHECK(cudaDeviceSynchronize() == cudaSuccess);
     cudaMemcpy(got.data(), dout, got.size() * 4, cudaMemcpyDeviceToHost);
-    CHECK_MSG(got == want, "landmarks B=" + std::to_string(B) + " N=" + std::to_string(N) + " m=" + std::to_string(a.num_landmarks));
+    CHECK_MSG(got == want, std::string("landmarks ") + (half ? "fp16" : "fp32") + " B=" + std::to_string(B) + " N=" +
+                               std::to_string(N) + " D=" + std::to_string(D) + " m=" + std::to_string(a.num_landmarks));
     cudaFree(df); cudaFree(ds); cudaFree(dout); cudaFree(ws);
 }
 
@@ -100,6 +115,69 @@ static void nystrom_case(int64_t B, int64_t H, int64_t N, int64_t d, int64_t m, 
     cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(didx); cudaFree(dout); cudaFree(ws);
 }
 
+#ifdef FNA_EMULATED
+// The FPS kernel's paths, each against the C++ reference (identical indices). The emulated device
+// (emu::g_device) steers the launcher: Hopper-like by default; smaller shared memory or cluster
+// limits force more CTAs, the L2-streaming path or the 16 -> 8 cluster fallback; an Ampere-like
+// device gets one CTA per image.
+static long cluster_launches_of(const std::function<void()>& run) {
+    const long before = emu::g_cluster_launches;
+    run();
+    return emu::g_cluster_launches - before;
+}
+
+static void emulated_landmark_cases() {
+    const emu::Device hopper = emu::g_device;
+    LandmarkAttrs a;
+    // single CTA (N <= 512 tokens): fp32, B = 2
+    a.num_landmarks = 12;
+    CHECK(cluster_launches_of([&] { landmark_case(2, 100, 8, a, false, 1); }) == 0);
+    // multi-CTA cluster, N not a multiple of the split (1501 = 3 CTAs of 501, 501, 499), prefix
+    a.num_landmarks = 24; a.num_prefix = 1;
+    CHECK(cluster_launches_of([&] { landmark_case(1, 1501, 6, a, false, 2); }) == 1);
+    // fp16 features, odd D (padded channel pair), B = 2, 3 CTAs per image
+    a.num_landmarks = 20;
+    CHECK(cluster_launches_of([&] { landmark_case(2, 1100, 5, a, false, 3, true); }) == 1);
+    // prefix + massive + artifact tokens across CTAs, B = 2, fp32 and fp16
+    a.num_landmarks = 30; a.num_prefix = 2; a.massive_ratio = 10.f; a.artifact_ratio = 2.f;
+    CHECK(cluster_launches_of([&] { landmark_case(2, 1300, 8, a, true, 4); }) == 1);
+    CHECK(cluster_launches_of([&] { landmark_case(1, 1300, 7, a, true, 5, true); }) == 1);
+    // m larger than the eligible tokens left: artifacts fill the last slots
+    a.num_landmarks = 120; a.num_prefix = 0; a.massive_ratio = 10.f; a.artifact_ratio = 1.05f;
+    landmark_case(1, 130, 4, a, true, 6);
+    // exact ties everywhere (3 distinct vectors): the lowest index wins, across CTA boundaries too
+    a.num_landmarks = 16; a.num_prefix = 1; a.massive_ratio = 0.f; a.artifact_ratio = 0.f;
+    CHECK(cluster_launches_of([&] { landmark_case(2, 1201, 4, a, false, 7, false, Feat::kTies); }) == 1);
+    landmark_case(1, 77, 3, a, false, 8, true, Feat::kTies);
+    // m = N over a cluster: a small shared-memory limit splits 200 tokens over 4 CTAs
+    emu::g_device.smem_optin = 6 * 1024;
+    a.num_landmarks = 200; a.num_prefix = 0;
+    CHECK(cluster_launches_of([&] { landmark_case(1, 200, 8, a, false, 9); }) == 1);
+    // 15 CTAs (a non-portable cluster, > 8) with features on chip ...
+    a.num_landmarks = 16; a.num_prefix = 1;
+    CHECK(cluster_launches_of([&] { landmark_case(1, 800, 8, a, false, 10); }) == 1);
+    // ... and where the device takes at most 8: 2 CTAs streaming the features from L2
+    emu::g_device.max_cluster = 8;
+    CHECK(cluster_launches_of([&] { landmark_case(1, 800, 8, a, false, 11); }) == 1);
+    CHECK(plan_landmarks(Method::kFps, 800, 8, 4, 8, 6 * 1024).features_on_chip == false);
+    // Ampere-like device (no clusters): one CTA per image, features on chip
+    emu::g_device = hopper;
+    emu::g_device.cc_major = 8; emu::g_device.max_cluster = 0; emu::g_device.cluster_launch = false;
+    a.num_landmarks = 24; a.massive_ratio = 10.f; a.artifact_ratio = 2.f;
+    CHECK(cluster_launches_of([&] { landmark_case(2, 1300, 8, a, true, 12, true); }) == 0);
+    // ... and when even one CTA cannot hold the features: streamed from L2, min-distances on chip
+    emu::g_device.smem_optin = 16 * 1024;
+    CHECK(cluster_launches_of([&] { landmark_case(1, 1500, 16, a, true, 13); }) == 0);
+    // ... and when not even the min-distances fit: the one-CTA kernel with them in global memory
+    emu::g_device.smem_optin = 8 * 1024;
+    landmark_case(1, 2100, 4, a, true, 14);
+    emu::g_device = hopper;
+    // grid method (the one-CTA kernel), prefix + massive + artifact
+    a.method = Method::kGrid; a.num_landmarks = 30; a.num_prefix = 2;
+    landmark_case(2, 1300, 4, a, true, 15);
+}
+#endif
+
 int main() {
     int count = 0;
     if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
@@ -109,16 +187,7 @@ int main() {
     LandmarkAttrs a;
 #ifdef FNA_EMULATED  // CPU emulation (emulate_kernels.py): small shapes, same code paths
     std::printf("test_kernels: running on the CPU emulator\n");
-    a.num_landmarks = 12;
-    landmark_case(2, 100, 8, a, false, 1);
-    a.num_prefix = 1;
-    landmark_case(1, 2100, 4, a, false, 2);  // more tokens than threads
-    a.num_landmarks = 20; a.massive_ratio = 10.f; a.artifact_ratio = 2.f;
-    landmark_case(2, 150, 8, a, true, 3);
-    a.num_landmarks = 40; a.num_prefix = 0; a.massive_ratio = 0.f; a.artifact_ratio = 0.f;
-    landmark_case(1, 40, 4, a, false, 4);  // m = N
-    a.method = Method::kGrid; a.num_landmarks = 30; a.num_prefix = 2; a.massive_ratio = 10.f; a.artifact_ratio = 2.f;
-    landmark_case(2, 1300, 4, a, true, 5);
+    emulated_landmark_cases();
     nystrom_case(1, 2, 70, 32, 16, false, 6);
     nystrom_case(1, 1, 1100, 16, 8, false, 7);    // split over N (2 splits) + merge
     nystrom_case(1, 1, 90, 40, 33, false, 8);     // generic head dim, m > 32

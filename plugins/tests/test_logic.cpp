@@ -143,6 +143,48 @@ static void test_serialisation() {
     CHECK(contains(deserialize(serialize(a), &b), "do not fit"));
 }
 
+static void test_landmark_plan() {
+    const int64_t hopper = 227 * 1024, ampere = 163 * 1024;
+    // small images: one CTA, features on chip
+    LandmarkPlan p = plan_landmarks(Method::kFps, 197, 64, 2, 16, hopper);
+    CHECK(!p.legacy && p.ctas == 1 && p.chunk == 197 && p.features_on_chip && p.pairs == 32);
+    // N = 4096 fp16 D = 64: 8 CTAs of 512 tokens (one per thread), 64 KiB of features each
+    p = plan_landmarks(Method::kFps, 4096, 64, 2, 16, hopper);
+    CHECK(p.ctas == 8 && p.chunk == 512 && p.features_on_chip);
+    CHECK(p.smem_bytes >= p.feat_offset + 32 * 512 * 4 && p.smem_bytes <= static_cast<size_t>(hopper));
+    // ViT-L/16 @ 1024 px: 4097 tokens -> 9 CTAs of 456 (the last one 449)
+    p = plan_landmarks(Method::kFps, 4097, 64, 2, 16, hopper);
+    CHECK(p.ctas == 9 && p.chunk == 456 && p.features_on_chip);
+    // N = 16384: 16 CTAs hold 2 MiB of fp16 features; with clusters of 8 they stream from L2
+    p = plan_landmarks(Method::kFps, 16384, 64, 2, 16, hopper);
+    CHECK(p.ctas == 16 && p.chunk == 1024 && p.features_on_chip);
+    p = plan_landmarks(Method::kFps, 16384, 64, 2, 8, hopper);
+    CHECK(p.ctas == 8 && p.chunk == 2048 && !p.features_on_chip && p.smem_bytes <= static_cast<size_t>(hopper));
+    // fp32 features at N = 16384 do not fit even 16 CTAs
+    p = plan_landmarks(Method::kFps, 16384, 64, 4, 16, hopper);
+    CHECK(p.ctas == 16 && !p.features_on_chip);
+    // no clusters (Ampere): one CTA, on chip while it fits, then streamed, then the legacy kernel
+    p = plan_landmarks(Method::kFps, 1200, 64, 2, 1, ampere);
+    CHECK(p.ctas == 1 && p.features_on_chip && p.smem_bytes <= static_cast<size_t>(ampere));
+    p = plan_landmarks(Method::kFps, 4096, 64, 2, 1, ampere);
+    CHECK(p.ctas == 1 && !p.features_on_chip);
+    p = plan_landmarks(Method::kFps, 65536, 64, 2, 1, ampere);
+    CHECK(p.legacy);
+    // odd D: a padded channel pair; the grid method always uses the one-CTA kernel
+    p = plan_landmarks(Method::kFps, 100, 5, 4, 16, hopper);
+    CHECK(p.pairs == 3 && p.smem_bytes >= p.feat_offset + 3 * 100 * 8);
+    CHECK(plan_landmarks(Method::kGrid, 4096, 64, 2, 16, hopper).legacy);
+    // the regions never overlap and stay 16-byte aligned
+    for (int64_t n : {1, 31, 513, 4097, 16384})
+        for (int64_t d : {1, 3, 64, 256}) {
+            p = plan_landmarks(Method::kFps, n, d, 2, 16, hopper);
+            if (p.legacy) continue;
+            CHECK(p.point_offset >= kFpsFixedSmem && p.md_offset >= p.point_offset + p.pairs * 8);
+            CHECK(p.feat_offset >= p.md_offset + p.chunk * 4 && p.feat_offset % 16 == 0 && p.md_offset % 16 == 0);
+            CHECK(p.chunk * p.ctas >= n && (p.chunk - 1) * p.ctas < n);
+        }
+}
+
 int main() {
     test_contract_fields();
     test_landmark_attrs();
@@ -150,5 +192,6 @@ int main() {
     test_shapes();
     test_workspace();
     test_serialisation();
+    test_landmark_plan();
     return finish("test_logic");
 }

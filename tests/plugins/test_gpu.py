@@ -35,6 +35,7 @@ def _rel(a, b):
         (1, 300, 8, 300, {}),  # m = N
         (2, 777, 16, 50, {"method": "grid", "num_prefix": 2, "massive_ratio": 10.0, "artifact_ratio": 3.0}),
         (1, 16384, 64, 256, {"num_prefix": 1}),
+        (2, 4097, 64, 128, {"num_prefix": 1, "massive_ratio": 10.0, "artifact_ratio": 3.0}),  # ViT-L/16 @ 1024 px
     ],
 )
 def test_landmarks_kernel_matches_reference(cuda_lib, b, n, d, m, kw):
@@ -86,3 +87,36 @@ def test_cpp_kernel_test_on_gpu(cuda_build):
     proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "0 failures" in proc.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (captures a CUDA graph)")
+def test_patched_model_captures_in_a_cuda_graph(cuda_lib):
+    """A patched ViT (FNA in every block, our CUDA kernels) is captured in a torch.cuda.CUDAGraph
+    and replayed on new inputs: same output as eager, and eager runs without a host sync."""
+    import fna_deploy as fd
+    from tests.conftest import tiny_timm
+
+    model = tiny_timm(img_size=448, depth=3).cuda()  # 785 tokens: the FPS kernel splits each image
+    fd.patch(model, fd.FNAConfig(num_landmarks=32, layers="all"))
+    static_x = torch.randn(2, 3, 448, 448, device="cuda")
+    with torch.no_grad():
+        torch.cuda.set_sync_debug_mode("error")  # any host synchronisation raises
+        try:
+            model(static_x)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up on a side stream, as torch's capture recipe asks
+            for _ in range(2):
+                model(static_x)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            static_y = model(static_x)
+        for seed in (1, 2):
+            x = torch.randn(2, 3, 448, 448, device="cuda", generator=torch.Generator("cuda").manual_seed(seed))
+            static_x.copy_(x)
+            graph.replay()
+            want = model(x)
+            torch.testing.assert_close(static_y, want, rtol=1e-4, atol=1e-5)
