@@ -504,9 +504,12 @@ __global__ void z0_kernel(const float* __restrict__ A, float* __restrict__ Z, in
 }
 
 // One 64x64 tile (rows row0.., columns col0..) of C = alpha * X op(Y), X [M,K], Y [K,Nc], C [M,Nc]
-// row-major; op(Y) = Y, or (diag_c * I - Y) when diag_minus (square Y). 256 threads, 4x4 outputs
-// each, 16-deep k-slices staged in shared memory. C must not alias X or Y.
+// row-major; op(Y) = Y, or (diag_c * I - Y) when diag_minus (square Y). 256 threads (tid 0..255
+// of their group), 4x4 outputs each, 16-deep k-slices staged in shared memory. C must not alias
+// X or Y. Every thread of the CTA calls it the same number of times (it has barriers); an
+// inactive group (no tile left for it) only takes part in the barriers.
 constexpr int kMT = 64, kKT = 16, kMatThreads = 256;
+constexpr int kSysGroups = 4, kSysThreads = kMatThreads * kSysGroups;  // the system kernel: 4 tiles at once
 struct MatTiles {
     float a[kKT][kMT + 4];
     float b[kKT][kMT + 4];
@@ -514,11 +517,11 @@ struct MatTiles {
 
 template <typename TC>
 __device__ __forceinline__ void matmul_tile(const float* X, const float* Y, TC* C, int M, int K, int Nc, float alpha, bool diag_minus,
-                                            float diag_c, int row0, int col0, MatTiles& s) {
-    const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
+                                            float diag_c, int row0, int col0, bool active, int tid, MatTiles& s) {
+    const int tx = tid & 15, ty = tid >> 4;
     float acc[4][4] = {};
     for (int k0 = 0; k0 < K; k0 += kKT) {
-        for (int e = threadIdx.x; e < kMT * kKT; e += kMatThreads) {
+        for (int e = active ? tid : kMT * kKT; e < kMT * kKT; e += kMatThreads) {
             const int r = e / kKT, c = e - r * kKT;  // X tile: row r, k c
             const int gr = row0 + r, gk = k0 + c;
             s.a[c][r] = (gr < M && gk < K) ? X[static_cast<int64_t>(gr) * K + gk] : 0.f;
@@ -532,15 +535,17 @@ __device__ __forceinline__ void matmul_tile(const float* X, const float* Y, TC* 
             s.b[kr][cc] = bv;
         }
         __syncthreads();
+        if (active) {
 #pragma unroll
-        for (int kk = 0; kk < kKT; ++kk) {
-            float a[4], bb[4];
+            for (int kk = 0; kk < kKT; ++kk) {
+                float a[4], bb[4];
 #pragma unroll
-            for (int i = 0; i < 4; ++i) { a[i] = s.a[kk][ty + 16 * i]; bb[i] = s.b[kk][tx + 16 * i]; }
+                for (int i = 0; i < 4; ++i) { a[i] = s.a[kk][ty + 16 * i]; bb[i] = s.b[kk][tx + 16 * i]; }
 #pragma unroll
-            for (int i = 0; i < 4; ++i)
+                for (int i = 0; i < 4; ++i)
 #pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * bb[j];
+                    for (int j = 0; j < 4; ++j) acc[i][j] += a[i] * bb[j];
+            }
         }
         __syncthreads();
     }
@@ -549,16 +554,23 @@ __device__ __forceinline__ void matmul_tile(const float* X, const float* Y, TC* 
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
             const int r = row0 + ty + 16 * i, c = col0 + tx + 16 * j;
-            if (r < M && c < Nc) C[static_cast<int64_t>(r) * Nc + c] = from_float<TC>(alpha * acc[i][j]);
+            if (active && r < M && c < Nc) C[static_cast<int64_t>(r) * Nc + c] = from_float<TC>(alpha * acc[i][j]);
         }
 }
 
-// The whole matrix by one CTA; ends with a barrier, so the next product may read C.
+// The whole matrix by one CTA of kSysThreads: its kSysGroups groups of 256 threads take the
+// output tiles in turn (m = 128: all four at once). Ends with a barrier: the next product may read C.
 template <typename TC>
 __device__ void matmul_block(const float* X, const float* Y, TC* C, int M, int K, int Nc, float alpha, bool diag_minus, float diag_c,
-                             MatTiles& s) {
-    for (int row0 = 0; row0 < M; row0 += kMT)
-        for (int col0 = 0; col0 < Nc; col0 += kMT) matmul_tile(X, Y, C, M, K, Nc, alpha, diag_minus, diag_c, row0, col0, s);
+                             MatTiles (&s)[kSysGroups]) {
+    const int group = threadIdx.x / kMatThreads, tid = threadIdx.x - group * kMatThreads;
+    const int tiles_c = (Nc + kMT - 1) / kMT, tiles = (M + kMT - 1) / kMT * tiles_c;
+    for (int base = 0; base < tiles; base += kSysGroups) {
+        const int t = base + group;
+        const bool active = t < tiles;
+        const int tr = active ? t / tiles_c : 0, tc = active ? t - tr * tiles_c : 0;
+        matmul_tile(X, Y, C, M, K, Nc, alpha, diag_minus, diag_c, tr * kMT, tc * kMT, active, tid, s[group]);
+    }
     __syncthreads();
 }
 
@@ -568,7 +580,7 @@ __global__ void __launch_bounds__(kMatThreads) batched_matmul(const float* __res
     __shared__ MatTiles s;
     const int64_t z = blockIdx.z;
     matmul_tile(X + z * M * K, Y + z * K * Nc, C + z * M * Nc, M, K, Nc, alpha, diag_minus != 0, diag_c, blockIdx.y * kMT,
-                blockIdx.x * kMT, s);
+                blockIdx.x * kMT, true, static_cast<int>(threadIdx.x), s);
 }
 
 struct SysArgs {
@@ -583,16 +595,16 @@ struct SysArgs {
     float scale;
 };
 
-// One CTA per (b, h): merge, A = softmax(s qp kp^T), Z0 = A^T / max colsum, Newton-Schulz
+// One CTA (1024 threads) per (b, h): merge, A = softmax(s qp kp^T), Z0 = A^T / max colsum, Newton-Schulz
 // Z <- 1/4 Z (13I - AZ(15I - AZ(7I - AZ))), W = Z Bv (stored as TW). The matrices live in the
 // workspace (L2-resident: 5 x 64 KiB per head at m = 128); one launch replaces 27.
 template <typename T, typename TW>
-__global__ void __launch_bounds__(kMatThreads) system_kernel(SysArgs p) {
-    __shared__ MatTiles s;
+__global__ void __launch_bounds__(kSysThreads) system_kernel(SysArgs p) {
+    __shared__ MatTiles s[kSysGroups];
     __shared__ float s_max[32];
     const int64_t bh = blockIdx.x;
     const int b = static_cast<int>(bh / p.H), m = p.m, dv = p.dv;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = kMatThreads / 32;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = kSysThreads / 32;
     const int64_t mm = static_cast<int64_t>(m) * m;
     float* A = p.A + bh * mm;
     float* Z = p.Z + bh * mm;
@@ -728,6 +740,7 @@ int run(const void* q, const void* k, const void* v, const int32_t* idx, int B, 
     const bool fused = m <= kNystromFusedMaxLandmarks;
     const bool w_in_t = tc && fused;                         // W stored in T for the tensor-core out product
     int nsplit = nystrom_num_splits(bh, N, m, dv, static_cast<int64_t>(sizeof(T)));
+    if (reinterpret_cast<uintptr_t>(out) & 3u) nsplit = 1;  // the fp32 partials need a 4-byte aligned output
     int kps = (N + nsplit - 1) / nsplit;
     kps = (kps + kTcKeys - 1) / kTcKeys * kTcKeys;           // whole 64-key tiles (also whole 32-key SIMT tiles)
     nsplit = (N + kps - 1) / kps;
@@ -760,8 +773,8 @@ int run(const void* q, const void* k, const void* v, const int32_t* idx, int B, 
     sa.A = ws + L.a; sa.Z = ws + L.z; sa.AZ = ws + L.az; sa.Y1 = ws + L.y1; sa.Y2 = ws + L.y2; sa.w = ws + L.w;
     sa.H = H; sa.N = N; sa.d = d; sa.dv = dv; sa.m = m; sa.nsplit = nsplit; sa.iters = iters; sa.scale = scale;
     if (fused) {
-        if (w_in_t) system_kernel<T, T><<<bh, kMatThreads, 0, s>>>(sa);
-        else system_kernel<T, float><<<bh, kMatThreads, 0, s>>>(sa);
+        if (w_in_t) system_kernel<T, T><<<bh, kSysThreads, 0, s>>>(sa);
+        else system_kernel<T, float><<<bh, kSysThreads, 0, s>>>(sa);
         if ((e = cudaGetLastError())) return e;
     } else if ((e = run_system_unfused<T>(sa, bh, s))) {
         return e;
