@@ -375,7 +375,8 @@ class NativeLibrary:
 
             return nystrom_reference(q, k, v, idx, scale, pinv_iters)
         dtype = q.dtype
-        work = dtype if dtype in (torch.float32, torch.float16) else torch.float32
+        codes = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # the C API's dtype codes
+        work = dtype if dtype in codes else torch.float32
         qc, kc, vc = (t.to(work).contiguous() for t in (q, k, v))
         ic = idx.to(torch.int32).contiguous()
         b, h, n, d = qc.shape
@@ -387,7 +388,7 @@ class NativeLibrary:
         with torch.cuda.device(q.device):
             stream = torch.cuda.current_stream(q.device).cuda_stream
             rc = self._lib.fna_nystrom_cuda(
-                qc.data_ptr(), kc.data_ptr(), vc.data_ptr(), 1 if work == torch.float16 else 0, ic.data_ptr(),
+                qc.data_ptr(), kc.data_ptr(), vc.data_ptr(), codes[work], ic.data_ptr(),
                 b, h, n, d, dv, m, float(scale), int(pinv_iters), out.data_ptr(), ws.data_ptr(), ws_bytes, stream)
         self._check(rc, RuntimeError)
         return out.to(dtype)

@@ -173,6 +173,8 @@ int fna_nystrom_cuda(const void* q, const void* k, const void* v, int32_t dtype,
     fna::NystromAttrs a;
     a.scale = scale > 0.f ? scale : 0.f;
     a.pinv_iters = pinv_iters;
+    if (dtype != fna::cuda::kFloat32 && dtype != fna::cuda::kFloat16 && dtype != fna::cuda::kBFloat16)
+        return fail("NystromAttention: dtype must be 0 (fp32), 1 (fp16) or 2 (bf16), got " + std::to_string(dtype));
     std::string err = fna::validate(a);
     if (err.empty()) err = fna::check_nystrom_shapes({B, H, N, d}, {B, H, N, d}, {B, H, N, dv}, {B, m});
     if (!err.empty()) return fail(err.rfind("NystromAttention", 0) == 0 ? err : "NystromAttention: " + err);

@@ -45,8 +45,10 @@ FNA_API const char* fna_contract_json(void);
 FNA_API size_t fna_landmarks_workspace_size(int64_t B, int64_t N);
 FNA_API size_t fna_nystrom_workspace_size(int64_t B, int64_t H, int64_t N, int64_t d, int64_t dv, int64_t m);
 
-/* CUDA launchers: device pointers, dtype 0 = fp32, 1 = fp16, stream = cudaStream_t (may be NULL).
- * Asynchronous: errors of the kernels themselves surface at the caller's next synchronisation. */
+/* CUDA launchers: device pointers, dtype 0 = fp32, 1 = fp16 (and 2 = bf16 for fna_nystrom_cuda),
+ * stream = cudaStream_t (may be NULL). Asynchronous, no host synchronisation and no allocation
+ * (CUDA-graph capturable): errors of the kernels themselves surface at the caller's next
+ * synchronisation. fna_nystrom_cuda's out must not overlap q, k, v (it holds scratch until the end). */
 FNA_API int fna_landmarks_cuda(const void* features, int32_t features_dtype, const void* scores, int32_t scores_dtype, int64_t B,
                        int64_t N, int64_t D, int32_t num_landmarks, int32_t num_prefix, float massive_ratio,
                        float artifact_ratio, int32_t method, int32_t* out, void* workspace, size_t workspace_bytes,

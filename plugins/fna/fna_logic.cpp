@@ -166,20 +166,29 @@ std::string check_nystrom_shapes(const std::vector<int64_t>& q, const std::vecto
     return "";
 }
 
-int nystrom_num_splits(int64_t N) {
-    int64_t s = (N + 1023) / 1024;
-    return static_cast<int>(s < 1 ? 1 : (s > 16 ? 16 : s));
+int nystrom_num_splits(int64_t BH, int64_t N, int64_t m, int64_t dv, int64_t out_elem_bytes) {
+    if (BH < 1 || N < 1 || m < 1 || dv < 1 || out_elem_bytes < 1) return 1;
+    const int64_t row_tiles = (m + 63) / 64;
+    int64_t want = (kNystromTargetCtas + BH * row_tiles - 1) / (BH * row_tiles);
+    const int64_t by_keys = N / 256;
+    // partials (BH * s * m * (dv + 2) floats) must fit in the output (BH * N * dv elements)
+    const int64_t by_room = (N * dv * out_elem_bytes) / (m * (dv + 2) * 4);
+    int64_t s = std::min<int64_t>({want, by_keys, by_room, 64});
+    return static_cast<int>(s < 1 ? 1 : s);
 }
 
-NystromLayout nystrom_layout(int64_t B, int64_t H, int64_t N, int64_t dv, int64_t m) {
+size_t nystrom_partials_floats(int64_t BH, int64_t splits, int64_t m, int64_t dv) {
+    return splits > 1 ? static_cast<size_t>(BH * splits * m * (dv + 2)) : 0;
+}
+
+NystromLayout nystrom_layout(int64_t B, int64_t H, int64_t /*N*/, int64_t dv, int64_t m) {
     auto up = [](size_t x) { return (x + 63) / 64 * 64; };  // 256-byte aligned sections
     const size_t bh = static_cast<size_t>(B * H);
     const size_t mm = up(bh * m * m), md = up(bh * m * dv);
-    const size_t part = up(bh * nystrom_num_splits(N) * m * (dv + 2));
     NystromLayout l{};
     l.a = 0; l.z = mm; l.az = 2 * mm; l.y1 = 3 * mm; l.y2 = 4 * mm;
-    l.bv = 5 * mm; l.w = 5 * mm + md; l.part = 5 * mm + 2 * md;
-    l.total_floats = l.part + part;
+    l.bv = 5 * mm; l.w = 5 * mm + md;
+    l.total_floats = l.w + md;
     return l;
 }
 

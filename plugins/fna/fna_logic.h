@@ -90,13 +90,28 @@ LandmarkPlan plan_landmarks(Method method, int64_t N, int64_t D, int elem_bytes,
 // Workspace (bytes) the CUDA kernels need; both include alignment slack.
 size_t landmarks_workspace_size(int64_t B, int64_t N);
 size_t nystrom_workspace_size(int64_t B, int64_t H, int64_t N, int64_t d, int64_t dv, int64_t m);
-// Number of key splits the landmark-attention kernel uses for N keys (>= 1).
-int nystrom_num_splits(int64_t N);
+
+// Largest m that the fused m x m kernel (softmax, Newton-Schulz and W = Z Bv in one launch per
+// (b, h)) takes; larger m runs the multi-launch path.
+constexpr int kNystromFusedMaxLandmarks = 256;
+// CTAs the key-split landmark product aims at (enough to fill 132 SMs a few times over).
+constexpr int kNystromTargetCtas = 528;
+
+// Number of key splits of the landmark product Bv = softmax(s qp k^T) v (>= 1). Its partials
+// (max, sum, acc[dv] in fp32 per landmark row and split) live in the OUTPUT tensor, which is
+// written only by the last kernel, so no workspace holds them: the count is bounded by what fits
+// there (out_elem_bytes: 4 fp32, 2 fp16/bf16), by >= 256 keys per split and by 64; within that,
+// enough splits that BH * ceil(m / 64) * splits reaches kNystromTargetCtas.
+int nystrom_num_splits(int64_t BH, int64_t N, int64_t m, int64_t dv, int64_t out_elem_bytes);
+// Floats the partials of `splits` splits take (must be <= the output tensor's bytes / 4).
+size_t nystrom_partials_floats(int64_t BH, int64_t splits, int64_t m, int64_t dv);
 
 // Workspace layout (offsets in floats from the 256-byte aligned base), shared by the sizing
-// function above and the CUDA launcher so the two cannot drift apart.
+// function above and the CUDA launcher so the two cannot drift apart. A, Z, AZ, Y1, Y2 are the
+// m x m fp32 matrices of the pseudo-inverse ([BH, m, m] each), Bv the merged landmark product
+// ([BH, m, dv] fp32), W = Z Bv ([BH, m, dv], fp32 or the I/O type).
 struct NystromLayout {
-    size_t a, z, az, y1, y2, bv, w, part;  // offsets (floats)
+    size_t a, z, az, y1, y2, bv, w;  // offsets (floats)
     size_t total_floats;
 };
 NystromLayout nystrom_layout(int64_t B, int64_t H, int64_t N, int64_t dv, int64_t m);

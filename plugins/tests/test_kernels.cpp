@@ -9,6 +9,7 @@
 #include "test_util.h"
 
 #ifdef FNA_WITH_CUDA
+#include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime_api.h>
 
@@ -22,16 +23,30 @@ static T* to_device(const std::vector<T>& h) {
     return d;
 }
 
-static std::vector<uint16_t> to_half_bits(const std::vector<float>& x, std::vector<float>* rounded) {
+// fp32 -> 16-bit bits of `type` (fp16 or bf16), and the rounded values the reference then gets.
+static std::vector<uint16_t> to_bits16(const std::vector<float>& x, cuda::DType type, std::vector<float>* rounded) {
     std::vector<uint16_t> out(x.size());
     rounded->resize(x.size());
     for (size_t i = 0; i < x.size(); ++i) {
-        __half h = __float2half_rn(x[i]);
-        std::memcpy(&out[i], &h, 2);
-        (*rounded)[i] = __half2float(h);
+        if (type == cuda::kFloat16) {
+            __half h = __float2half_rn(x[i]);
+            std::memcpy(&out[i], &h, 2);
+            (*rounded)[i] = __half2float(h);
+        } else {
+            __nv_bfloat16 h = __float2bfloat16_rn(x[i]);
+            std::memcpy(&out[i], &h, 2);
+            (*rounded)[i] = __bfloat162float(h);
+        }
     }
     return out;
 }
+
+static float from_bits16(uint16_t b, cuda::DType type) {
+    if (type == cuda::kFloat16) { __half h; std::memcpy(&h, &b, 2); return __half2float(h); }
+    __nv_bfloat16 h; std::memcpy(&h, &b, 2); return __bfloat162float(h);
+}
+
+static const char* type_name(cuda::DType t) { return t == cuda::kFloat32 ? "fp32" : t == cuda::kFloat16 ? "fp16" : "bf16"; }
 
 // Feature patterns of a landmark case.
 enum class Feat { kNormal, kTies };  // kTies: every token is one of 3 vectors, so distances tie exactly
@@ -51,7 +66,7 @@ static void landmark_case(int64_t B, int64_t N, int64_t D, LandmarkAttrs a, bool
     }
     std::vector<float> fr = f;  // what the reference sees: fp16 features rounded first
     std::vector<uint16_t> fh;
-    if (half) fh = to_half_bits(f, &fr);
+    if (half) fh = to_bits16(f, cuda::kFloat16, &fr);
     std::vector<int32_t> want(B * a.num_landmarks), got(B * a.num_landmarks, -1);
     std::string e = ref::landmarks(fr.data(), with_scores ? s.data() : nullptr, B, N, D, a, want.data());
     CHECK_MSG(e.empty(), e);
@@ -71,48 +86,63 @@ static void landmark_case(int64_t B, int64_t N, int64_t D, LandmarkAttrs a, bool
     cudaFree(df); cudaFree(ds); cudaFree(dout); cudaFree(ws);
 }
 
-static void nystrom_case(int64_t B, int64_t H, int64_t N, int64_t d, int64_t m, bool half, unsigned seed) {
+// NystromAttention kernels vs the C++ reference (fed the same rounded inputs): fp32 rel err <= 1e-4,
+// fp16/bf16 <= 1e-2. misalign shifts q/k/v/out by one element off their 16-byte alignment (the
+// kernels must fall back to element-wise tile loads, and to one key split for an fp16 output
+// that cannot hold fp32 partials).
+static void nystrom_case(int64_t B, int64_t H, int64_t N, int64_t d, int64_t dv, int64_t m, cuda::DType type, unsigned seed,
+                         bool misalign = false) {
     Rng rng(seed);
-    const int64_t n = B * H * N * d;
-    auto q = rng.normals(n, 0.7f), k = rng.normals(n, 0.7f), v = rng.normals(n);
+    const int64_t nqk = B * H * N * d, nv = B * H * N * dv;
+    auto q = rng.normals(nqk, 0.7f), k = rng.normals(nqk, 0.7f), v = rng.normals(nv);
     std::vector<int32_t> idx(B * m);
     for (int64_t b = 0; b < B; ++b)
         for (int64_t i = 0; i < m; ++i) idx[b * m + i] = static_cast<int32_t>((i * N / m + b) % N);
     std::vector<float> qr = q, kr = k, vr = v;
     std::vector<uint16_t> qh, kh, vh;
-    if (half) { qh = to_half_bits(q, &qr); kh = to_half_bits(k, &kr); vh = to_half_bits(v, &vr); }
+    const bool half = type != cuda::kFloat32;
+    if (half) { qh = to_bits16(q, type, &qr); kh = to_bits16(k, type, &kr); vh = to_bits16(v, type, &vr); }
     NystromAttrs a;
-    std::vector<float> want(n);
-    std::string e = ref::nystrom(qr.data(), kr.data(), vr.data(), idx.data(), B, H, N, d, d, m, a, want.data());
+    std::vector<float> want(nv);
+    std::string e = ref::nystrom(qr.data(), kr.data(), vr.data(), idx.data(), B, H, N, d, dv, m, a, want.data());
     CHECK_MSG(e.empty(), e);
-    void *dq, *dk, *dv, *dout, *ws;
-    if (half) { dq = to_device(qh); dk = to_device(kh); dv = to_device(vh); }
-    else { dq = to_device(q); dk = to_device(k); dv = to_device(v); }
+    const size_t es = half ? 2 : 4, shift = misalign ? es : 0;
+    auto upload = [&](const void* host, size_t bytes) {
+        char* p = nullptr;
+        cudaMalloc(reinterpret_cast<void**>(&p), bytes + 16);
+        cudaMemcpy(p + shift, host, bytes, cudaMemcpyHostToDevice);
+        return p;
+    };
+    char* dq = half ? upload(qh.data(), nqk * 2) : upload(q.data(), nqk * 4);
+    char* dk = half ? upload(kh.data(), nqk * 2) : upload(k.data(), nqk * 4);
+    char* dvv = half ? upload(vh.data(), nv * 2) : upload(v.data(), nv * 4);
     int32_t* didx = to_device(idx);
-    cudaMalloc(&dout, n * 4);
-    size_t ws_bytes = nystrom_workspace_size(B, H, N, d, d, m);
+    char* dout = nullptr;
+    void* ws = nullptr;
+    cudaMalloc(reinterpret_cast<void**>(&dout), nv * es + 16);
+    size_t ws_bytes = nystrom_workspace_size(B, H, N, d, dv, m);
     cudaMalloc(&ws, ws_bytes);
-    int rc = cuda::launch_nystrom(dq, dk, dv, half ? cuda::kFloat16 : cuda::kFloat32, didx, B, H, N, d, d, m, a, dout, ws,
-                                  ws_bytes, nullptr);
+    int rc = cuda::launch_nystrom(dq + shift, dk + shift, dvv + shift, type, didx, B, H, N, d, dv, m, a, dout + shift, ws, ws_bytes, nullptr);
     CHECK_MSG(rc == 0, cuda::error_string(rc));
     CHECK(cudaDeviceSynchronize() == cudaSuccess);
-    std::vector<float> got(n);
+    std::vector<float> got(nv);
     if (half) {
-        std::vector<uint16_t> hb(n);
-        cudaMemcpy(hb.data(), dout, n * 2, cudaMemcpyDeviceToHost);
-        for (int64_t i = 0; i < n; ++i) { __half h; std::memcpy(&h, &hb[i], 2); got[i] = __half2float(h); }
+        std::vector<uint16_t> hb(nv);
+        cudaMemcpy(hb.data(), dout + shift, nv * 2, cudaMemcpyDeviceToHost);
+        for (int64_t i = 0; i < nv; ++i) got[i] = from_bits16(hb[i], type);
     } else {
-        cudaMemcpy(got.data(), dout, n * 4, cudaMemcpyDeviceToHost);
+        cudaMemcpy(got.data(), dout + shift, nv * 4, cudaMemcpyDeviceToHost);
     }
     double num = 0, den = 0;
-    for (int64_t i = 0; i < n; ++i) { num += double(got[i] - want[i]) * (got[i] - want[i]); den += double(want[i]) * want[i]; }
-    const double rel = std::sqrt(num / std::max(den, 1e-30));
-    char msg[160];
-    std::snprintf(msg, sizeof msg, "nystrom %s B=%lld H=%lld N=%lld d=%lld m=%lld rel=%.3g", half ? "fp16" : "fp32",
-                  (long long)B, (long long)H, (long long)N, (long long)d, (long long)m, rel);
+    for (int64_t i = 0; i < nv; ++i) { num += double(got[i] - want[i]) * (got[i] - want[i]); den += double(want[i]) * want[i]; }
+    const double rel = std::sqrt(num / std::max(den, 1e-30));  // NaN fails the check below
+    char msg[200];
+    std::snprintf(msg, sizeof msg, "nystrom %s B=%lld H=%lld N=%lld d=%lld dv=%lld m=%lld%s splits=%d rel=%.3g", type_name(type),
+                  (long long)B, (long long)H, (long long)N, (long long)d, (long long)dv, (long long)m, misalign ? " misaligned" : "",
+                  nystrom_num_splits(B * H, N, m, dv, es), rel);
     CHECK_MSG(rel <= (half ? 1e-2 : 1e-4), msg);
     std::printf("%s\n", msg);
-    cudaFree(dq); cudaFree(dk); cudaFree(dv); cudaFree(didx); cudaFree(dout); cudaFree(ws);
+    cudaFree(dq); cudaFree(dk); cudaFree(dvv); cudaFree(didx); cudaFree(dout); cudaFree(ws);
 }
 
 #ifdef FNA_EMULATED
@@ -185,15 +215,31 @@ int main() {
         return 77;
     }
     LandmarkAttrs a;
+    const cuda::DType f32 = cuda::kFloat32, f16 = cuda::kFloat16, b16 = cuda::kBFloat16;
 #ifdef FNA_EMULATED  // CPU emulation (emulate_kernels.py): small shapes, same code paths
     std::printf("test_kernels: running on the CPU emulator\n");
     emulated_landmark_cases();
-    nystrom_case(1, 2, 70, 32, 16, false, 6);
-    nystrom_case(1, 1, 1100, 16, 8, false, 7);    // split over N (2 splits) + merge
-    nystrom_case(1, 1, 90, 40, 33, false, 8);     // generic head dim, m > 32
-    nystrom_case(1, 1, 40, 64, 40, false, 9);     // m = N
-    nystrom_case(1, 2, 75, 32, 20, true, 10);     // fp16
-    nystrom_case(1, 1, 50, 136, 10, false, 11);   // head dim > 128 (8 accumulators per lane)
+    // CUDA cores (fp32): split over N + merge in the output tensor, generic head dims, m = N, d > 128
+    nystrom_case(1, 2, 70, 32, 32, 16, f32, 6);
+    nystrom_case(1, 1, 600, 80, 80, 33, f32, 7);     // 2 key splits, d = 80
+    nystrom_case(1, 1, 40, 64, 64, 40, f32, 9);      // m = N
+    nystrom_case(1, 1, 50, 136, 136, 10, f32, 11);   // head dim > 128 (8 accumulators per lane)
+    nystrom_case(1, 1, 300, 16, 16, 260, f32, 12);   // m > 256: the multi-launch m x m path
+    // tensor cores (fp16, bf16): m not a multiple of 16, N not a multiple of the 64-key tile
+    nystrom_case(1, 2, 75, 32, 32, 20, f16, 10);
+    nystrom_case(1, 1, 37, 32, 32, 1, f16, 13);      // m = 1
+    nystrom_case(2, 1, 150, 80, 80, 7, b16, 14);     // d = 80, B = 2
+    nystrom_case(1, 1, 600, 32, 32, 16, f16, 15);    // 2 key splits, partials in the output
+    nystrom_case(1, 1, 600, 64, 64, 33, b16, 16);    // 2 key splits, bf16
+    nystrom_case(1, 1, 130, 128, 128, 64, f16, 17);  // d = 128
+    nystrom_case(1, 1, 140, 64, 64, 128, b16, 18);   // m = 128: two 64-row query tiles
+    nystrom_case(1, 1, 210, 32, 32, 200, f16, 19);   // m = 200 (fused m x m system up to 256)
+    nystrom_case(1, 2, 90, 64, 40, 33, f16, 20);     // dv != d
+    nystrom_case(3, 2, 70, 32, 32, 12, b16, 21);     // B*H = 6
+    nystrom_case(1, 1, 100, 36, 36, 24, b16, 22);    // d % 8 != 0: element-wise tile loads
+    nystrom_case(1, 1, 600, 64, 64, 24, f16, 23, true);  // misaligned q/k/v/out pointers
+    nystrom_case(1, 1, 50, 136, 136, 10, f16, 24);   // fp16 with d > 128: CUDA-core kernels
+    nystrom_case(1, 1, 300, 32, 32, 260, b16, 25);   // bf16, m > 256: multi-launch system, fp32 W
     return finish("test_kernels");
 #endif
     a.num_landmarks = 16;
@@ -206,11 +252,18 @@ int main() {
     landmark_case(1, 300, 8, a, false, 4);  // m = N
     a.method = Method::kGrid; a.num_landmarks = 50; a.num_prefix = 2; a.massive_ratio = 10.f; a.artifact_ratio = 2.f;
     landmark_case(2, 777, 16, a, true, 5);
-    nystrom_case(1, 2, 100, 32, 16, false, 6);
-    nystrom_case(2, 3, 1500, 64, 64, false, 7);   // split over N
-    nystrom_case(1, 2, 333, 40, 33, false, 8);    // odd sizes, generic head dim
-    nystrom_case(1, 1, 64, 128, 64, false, 9);    // m = N
-    nystrom_case(2, 2, 2100, 64, 128, true, 10);  // fp16
+    nystrom_case(1, 2, 100, 32, 32, 16, f32, 6);
+    nystrom_case(2, 3, 1500, 64, 64, 64, f32, 7);       // split over N
+    nystrom_case(1, 2, 333, 40, 40, 33, f32, 8);        // odd sizes, generic head dim
+    nystrom_case(1, 1, 64, 128, 128, 64, f32, 9);       // m = N
+    nystrom_case(2, 2, 2100, 64, 64, 128, f16, 10);     // fp16, tensor cores
+    nystrom_case(1, 16, 4096, 64, 64, 128, f16, 11);    // the benchmark shape (15 key splits)
+    nystrom_case(1, 16, 4096, 64, 64, 256, b16, 12);    // bf16, m = 256
+    for (int64_t dd : {32, 64, 80, 128})
+        for (cuda::DType t : {f32, f16, b16}) nystrom_case(2, 3, 1111, dd, dd, 77, t, 13 + static_cast<unsigned>(dd));
+    nystrom_case(1, 2, 700, 64, 64, 300, f16, 14);      // m > 256: multi-launch m x m path
+    nystrom_case(1, 1, 777, 64, 64, 200, b16, 15, true);  // misaligned inputs
+    nystrom_case(40000, 2, 64, 32, 32, 8, f16, 16);     // B*H = 80000 > 65535
     return finish("test_kernels");
 }
 #else

@@ -108,13 +108,28 @@ static void test_workspace() {
         NystromLayout l = nystrom_layout(2, 3, n, 40, 33);
         const size_t mm = 2 * 3 * 33 * 33, md = 2 * 3 * 33 * 40;
         CHECK(l.z >= l.a + mm && l.az >= l.z + mm && l.y1 >= l.az + mm && l.y2 >= l.y1 + mm);
-        CHECK(l.bv >= l.y2 + mm && l.w >= l.bv + md && l.part >= l.w + md);
-        CHECK(l.total_floats >= l.part + static_cast<size_t>(2 * 3 * nystrom_num_splits(n) * 33 * 42));
-        CHECK(l.a % 64 == 0 && l.z % 64 == 0 && l.bv % 64 == 0 && l.part % 64 == 0);  // 256-byte aligned
+        CHECK(l.bv >= l.y2 + mm && l.w >= l.bv + md && l.total_floats >= l.w + md);
+        CHECK(l.a % 64 == 0 && l.z % 64 == 0 && l.bv % 64 == 0 && l.w % 64 == 0);  // 256-byte aligned
         CHECK(nystrom_workspace_size(2, 3, n, 40, 40, 33) >= l.total_floats * 4 + 255);
     }
-    CHECK(nystrom_num_splits(1) == 1 && nystrom_num_splits(1024) == 1 && nystrom_num_splits(1025) == 2);
-    CHECK(nystrom_num_splits(1 << 24) == 16);
+    // key splits: the partials always fit in the output tensor (they live there), every split
+    // has >= 256 keys, and the GPU is filled at B=1 where there is room
+    for (int64_t bh : {1, 16, 128, 70000})
+        for (int64_t n : {1, 100, 255, 256, 1000, 1024, 4096, 16384, 100000})
+            for (int64_t m : {1, 33, 128, 256, 1000})
+                for (int64_t dv : {1, 40, 64, 128})
+                    for (int64_t eb : {2, 4}) {
+                        if (m > n) continue;
+                        const int s = nystrom_num_splits(bh, n, m, dv, eb);
+                        CHECK(s >= 1 && s <= 64);
+                        CHECK(s == 1 || s * 256 <= n);
+                        CHECK(nystrom_partials_floats(bh, s, m, dv) * 4 <= static_cast<size_t>(bh * n * dv * eb));
+                    }
+    CHECK(nystrom_num_splits(16, 4096, 128, 64, 2) >= 8);     // B=1, H=16: >= 256 CTAs for 132 SMs
+    CHECK(nystrom_num_splits(16, 16384, 128, 64, 2) >= 16);
+    CHECK(nystrom_num_splits(128, 16384, 128, 64, 2) == 3);   // B=8: 768 CTAs already at 3 splits
+    CHECK(nystrom_num_splits(16, 300, 128, 64, 2) == 1);      // too few keys to split
+    CHECK(nystrom_partials_floats(16, 1, 128, 64) == 0);
     CHECK(nystrom_workspace_size(8, 16, 4096, 64, 64, 256) > nystrom_workspace_size(1, 16, 4096, 64, 64, 256));
     CHECK(landmarks_workspace_size(4, 1000) >= 4 * 1000 * 8 + 2 * 256);
 }

@@ -128,6 +128,9 @@ static void test_nystrom() {
     io[3].desc.type = DataType::kINT64;
     CHECK(!build->supportsFormatCombination(3, io, 4, 1));
     io[3].desc.type = DataType::kINT32;
+    for (int pos : {0, 1, 2, 4}) io[pos].desc.type = DataType::kBF16;  // bf16 I/O (tensor-core kernels)
+    for (int pos = 0; pos < 5; ++pos) CHECK(build->supportsFormatCombination(pos, io, 4, 1));
+    for (int pos : {0, 1, 2, 4}) io[pos].desc.type = DataType::kHALF;
     CHECK(build->configurePlugin(io, 4, io + 4, 1) == 0);
     CHECK(build->getWorkspaceSize(io, 4, io + 4, 1) == fna::nystrom_workspace_size(2, 4, 256, 64, 64, 32));
     DynamicPluginTensorDesc badk[4] = {io[0], desc({2, 4, 256, 32}, DataType::kHALF), io[2], io[3]};

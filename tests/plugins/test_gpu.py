@@ -61,9 +61,9 @@ def test_landmarks_kernel_matches_reference(cuda_lib, b, n, d, m, kw):
 @pytest.mark.parametrize(
     "b,h,n,d,m",
     [(1, 2, 100, 32, 16), (2, 3, 1500, 64, 64), (1, 2, 333, 40, 33), (1, 1, 64, 128, 64), (2, 16, 4096, 64, 128),
-     (1, 4, 2048, 96, 512)],
+     (1, 4, 2048, 96, 512), (1, 2, 777, 80, 200), (1, 16, 16384, 64, 256)],
 )
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_nystrom_kernel_matches_reference(cuda_lib, b, h, n, d, m, dtype):
     g = torch.Generator().manual_seed(n * 7 + m)
     q, k, v = (torch.randn(b, h, n, d, generator=g) for _ in range(3))

@@ -69,6 +69,12 @@ def test_cuda_entry_points_report_not_built(lib):
     with pytest.raises(RuntimeError, match="built without CUDA"):
         lib._check(lib._lib.fna_nystrom_cuda(None, None, None, 0, None, 1, 1, 4, 8, 8, 2, 0.0, 6, None, None, 0, None),
                    RuntimeError)
+    with pytest.raises(RuntimeError, match="built without CUDA"):  # bf16 (2) is a known dtype
+        lib._check(lib._lib.fna_nystrom_cuda(None, None, None, 2, None, 1, 1, 4, 8, 8, 2, 0.0, 6, None, None, 0, None),
+                   RuntimeError)
+    with pytest.raises(RuntimeError, match=r"dtype must be 0 \(fp32\), 1 \(fp16\) or 2 \(bf16\), got 7"):
+        lib._check(lib._lib.fna_nystrom_cuda(None, None, None, 7, None, 1, 1, 4, 8, 8, 2, 0.0, 6, None, None, 0, None),
+                   RuntimeError)
 
 
 def test_load_without_build_says_how(tmp_path, monkeypatch):

@@ -78,7 +78,9 @@ bool is_float_linear(PluginTensorDesc const& d) {
     return (d.type == DataType::kFLOAT || d.type == DataType::kHALF) && d.format == TensorFormat::kLINEAR;
 }
 
-cuda::DType dtype_of(DataType t) { return t == DataType::kHALF ? cuda::kFloat16 : cuda::kFloat32; }
+cuda::DType dtype_of(DataType t) {
+    return t == DataType::kHALF ? cuda::kFloat16 : t == DataType::kBF16 ? cuda::kBFloat16 : cuda::kFloat32;
+}
 
 // Common IPluginV3 plumbing: one object is core, build and runtime capability at once.
 template <typename Derived>
@@ -223,7 +225,7 @@ public:
     bool supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t, int32_t) noexcept override {
         PluginTensorDesc const& d = io[pos].desc;
         switch (pos) {
-            case 0: return is_float_linear(d);                                  // q
+            case 0: return is_float_linear(d) || (d.type == DataType::kBF16 && d.format == TensorFormat::kLINEAR);  // q
             case 1: case 2: case 4: return d.type == io[0].desc.type && d.format == TensorFormat::kLINEAR;  // k, v, out
             case 3: return d.type == DataType::kINT32 && d.format == TensorFormat::kLINEAR;  // idx
             default: return false;
