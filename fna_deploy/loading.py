@@ -7,9 +7,10 @@ random weights unless ``checkpoint`` names a ``.safetensors`` or state-dict ``.p
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -182,10 +183,113 @@ def _load_pickled(path: Path, allow_pickle: bool) -> nn.Module:
             f"{str(path)!r} holds weights only, not a model; name the architecture: "
             f"--arch timm:NAME (API: load_model('timm:NAME', checkpoint={str(path)!r}))"
         )
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a torch.save file ({type(exc).__name__}); give a .pt written by torch.save(model)"
+        ) from None
     if not isinstance(obj, nn.Module):
         raise ModelLoadError(f"{str(path)!r} unpickled to a {type(obj).__name__}, not a torch.nn.Module")
     return obj
+
+
+def _loads_weights_only(data: bytes) -> bool:
+    """Whether a torch.save blob loads as plain data (tensors, containers), running no code."""
+    import io
+
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
+def pt2_code_entries(path: "str | os.PathLike[str]") -> list[str]:
+    """The entries of a ``.pt2`` archive that would run code when loaded: pickled weights or
+    constants, pickled custom/opaque objects, AOTInductor shared libraries, and torch.save blobs
+    that need more than ``weights_only`` unpickling. Reads the archive without unpickling anything.
+
+    Raises ModelLoadError when the file is not a zip archive at all.
+    """
+    import json
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a torch.export archive ({exc}); give a file written by torch.export.save"
+        ) from None
+    found: list[str] = []
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            inner = name.split("/", 1)[1] if "/" in name else name  # archives keep everything under one top folder
+            if inner.startswith("data/aotinductor/") or inner.endswith(".so"):
+                found.append(f"{name} (compiled code)")
+            elif inner.endswith("_config.json") and inner.startswith(("data/weights/", "data/constants/")):
+                try:
+                    config = json.loads(archive.read(info)).get("config", {})
+                except (ValueError, AttributeError):
+                    found.append(f"{name} (unreadable)")
+                    continue
+                for fqn, meta in config.items():
+                    kind = str(meta.get("path_name", ""))
+                    if meta.get("use_pickle") or kind.startswith(("custom_obj", "opaque_obj")):
+                        found.append(f"{fqn} in {name} (pickled)")
+            elif inner.endswith((".pt", ".pkl")) or "/serialized_" in f"/{inner}":
+                if not inner.endswith(".json") and not _loads_weights_only(archive.read(info)):
+                    found.append(f"{name} (pickled object)")
+    return found
+
+
+def _load_pt2(path: Path, allow_pickle: bool) -> nn.Module:
+    if not allow_pickle:
+        entries = pt2_code_entries(path)
+        if entries:
+            more = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
+            raise ModelLoadError(
+                f"{str(path)!r} carries entries that run code when loaded ({entries[0]}{more}); if you trust its "
+                "source pass --allow-pickle (allow_pickle=True), otherwise re-save it with plain tensor weights"
+            )
+    try:
+        with _no_unpickling(enabled=not allow_pickle):
+            program = torch.export.load(str(path))
+        # exported programs are already in inference form: .eval() is not supported on them
+        return program.module()
+    except _UnpicklingRefused as exc:
+        raise ModelLoadError(f"{str(path)!r}: {exc}") from None
+    except Exception as exc:
+        raise ModelLoadError(f"{str(path)!r} is not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
+
+
+class _UnpicklingRefused(ModelLoadError):
+    pass
+
+
+@contextlib.contextmanager
+def _no_unpickling(enabled: bool = True) -> Iterator[None]:
+    """While active, ``torch.load`` only loads plain data (weights_only=True), whatever its caller
+    asks: a second line of defence behind :func:`pt2_code_entries` for formats it does not know."""
+    if not enabled:
+        yield
+        return
+    original = torch.load
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("weights_only") is False:
+            raise _UnpicklingRefused(
+                "the archive asks to unpickle code; if you trust its source pass --allow-pickle (allow_pickle=True)"
+            )
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = guarded  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.load = original  # type: ignore[assignment]
 
 
 def load_model(
@@ -230,10 +334,6 @@ def load_model(
                 f"(API: load_model('timm:NAME', checkpoint={text!r}))"
             )
         if suffix == ".pt2":
-            try:
-                # exported programs are already in inference form: .eval() is not supported on them
-                return torch.export.load(str(path)).module()
-            except Exception as exc:
-                raise ModelLoadError(f"{text!r} is not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
+            return _load_pt2(path, allow_pickle)
         model = _load_pickled(path, allow_pickle)
     return model.eval()

@@ -86,7 +86,7 @@ def model_label(model: str, arch: Optional[str]) -> str:
 @contextlib.contextmanager
 def steps(console: Any, enabled: bool = True) -> Iterator[Callable[[str], None]]:
     """A spinner with elapsed time for multi-step work; yields ``step(message)``."""
-    if not enabled:
+    if not enabled or not getattr(console, "is_terminal", True):  # a spinner only on a terminal
         yield lambda _msg: None
         return
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
