@@ -183,8 +183,9 @@ class LazyGroup(click.Group):
             code = result if isinstance(result, int) else 0
         except click.exceptions.Exit as exc:
             code = exc.exit_code
-        except click.Abort:
-            code = self._fail(CliError("aborted", exit_code=130))
+        except click.Abort as exc:  # click turns KeyboardInterrupt (so our signals too) into Abort
+            cause = exc.__cause__ or exc.__context__
+            code = self._fail(as_cli_error(cause) if isinstance(cause, KeyboardInterrupt) else CliError("aborted", exit_code=130))
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USAGE)
         except BaseException as exc:  # noqa: BLE001 - this is the boundary

@@ -137,6 +137,33 @@ def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -
     return model
 
 
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _hf_weights(path: Path) -> str:
+    """Which weights a save_pretrained folder holds: "safetensors" (preferred) or "bin" (then every
+    .bin shard must load with weights_only=True: a pickle that needs more is refused)."""
+    if any(path.glob("*.safetensors")):
+        return "safetensors"
+    shards = sorted(path.glob("pytorch_model*.bin"))
+    if not shards:
+        raise ModelLoadError(
+            f"{str(path)!r} has a config.json but no weights (model.safetensors or pytorch_model.bin); "
+            "save the model with save_pretrained into that folder"
+        )
+    for shard in shards:
+        try:
+            torch.load(shard, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{str(shard)!r} does not load with weights_only=True ({type(exc).__name__}): it holds more than plain "
+                "tensors, and unpickling it would run code; convert the folder to safetensors (save_pretrained)"
+            ) from None
+    return "bin"
+
+
 def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]) -> nn.Module:
     path = Path(directory)
     if not directory:
@@ -152,7 +179,13 @@ def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]
         raise ModelLoadError("hf: models need transformers; install it with: pip install 'fna-deploy[hf]'") from None
     from .patching.hf import HFVisionModel
 
-    config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{str(path / 'config.json')!r} is not a readable model config ({type(exc).__name__}); "
+            "re-save the folder with save_pretrained"
+        ) from None
     model_type = getattr(config, "model_type", None)
     if model_type not in _HF_DEFAULT_CLASS:
         raise ModelLoadError(
@@ -161,7 +194,14 @@ def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]
         )
     archs = [a for a in (getattr(config, "architectures", None) or []) if a in _HF_ARCHITECTURES]
     cls = getattr(transformers, archs[0] if archs else _HF_DEFAULT_CLASS[model_type])
-    model = cls.from_pretrained(str(path), local_files_only=True)
+    weights = _hf_weights(path)
+    try:
+        model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=weights == "safetensors")
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{directory!r}: the weights do not load into {cls.__name__} ({type(exc).__name__}: {_first_line(exc)}); "
+            "re-save the folder with save_pretrained"
+        ) from None
     if checkpoint is not None:
         _load_into(model, load_state_dict_file(checkpoint), checkpoint)
     return HFVisionModel(model, img_size, source_dir=str(path))

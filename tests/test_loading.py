@@ -215,3 +215,29 @@ def test_garbage_files_are_one_sentence(tmp_path):
         for allow in (False, True):
             with pytest.raises(ModelLoadError, match="random.pt"):
                 load_model(tmp_path / name, allow_pickle=allow)
+
+
+def test_hf_folders_that_cannot_load(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8)
+    source = transformers.ViTModel(config).eval()
+    folder = tmp_path / "vit"
+    source.save_pretrained(folder)
+    (folder / "config.json").write_text((folder / "config.json").read_text()[:40])  # truncated
+    with pytest.raises(ModelLoadError, match="config.json' is not a readable model config"):
+        load_model(f"hf:{folder}")
+    source.save_pretrained(folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    with pytest.raises(ModelLoadError, match="has a config.json but no weights"):
+        load_model(f"hf:{folder}")
+    # .bin weights: plain tensors load; a pickle that runs code is refused before transformers sees it
+    torch.save(source.state_dict(), folder / "pytorch_model.bin")
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(load_model(f"hf:{folder}")(x), source(pixel_values=x).last_hidden_state)
+    marker = tmp_path / "code_ran"
+    torch.save({"w": _Payload(marker)}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="does not load with weights_only=True"):
+        load_model(f"hf:{folder}")
+    assert not marker.exists()

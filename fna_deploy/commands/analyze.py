@@ -8,7 +8,7 @@ from typing import Any, Optional
 import click
 
 from ..cli import CliError, user_errors
-from .common import load_cli_model
+from .common import check_output_dir, load_cli_model
 
 
 def _parse_landmarks(text: str) -> list[int]:
@@ -151,6 +151,11 @@ def analyze(
     ms = _parse_landmarks(landmarks)
     if report_path is not None and Path(report_path).is_dir():
         raise CliError(f"--report: {report_path!r} is a directory; give a file name such as analysis.json")
+    if report_path is not None:
+        from ..export.graph import check_writable
+
+        check_writable(Path(report_path))
+    check_output_dir(plot_dir, "--plot")
     if plot_dir is not None and Path(plot_dir).exists() and not Path(plot_dir).is_dir():
         raise CliError(f"--plot: {plot_dir!r} exists and is not a directory")
     if plot_dir is not None:
@@ -170,7 +175,7 @@ def analyze(
 
     err = Console(stderr=True)
     try:
-        dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     except RuntimeError:
         raise CliError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():

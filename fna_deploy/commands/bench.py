@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import click
@@ -59,6 +60,11 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     if bad:
         raise CliError(f"--backends: unknown backend {bad[0]!r}; choose from {', '.join(BACKENDS)}")
     FNAConfig(layers=layers)  # syntax check before any work
+    from ..export.graph import check_writable
+
+    for path in (report_path, plot_path):
+        if path:
+            check_writable(Path(path))
     if threads:
         torch.set_num_threads(threads)
 

@@ -34,6 +34,13 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
     source = Path(onnx_path)
     if not source.is_file():
         raise CliError(f"{onnx_path!r} does not exist; export one with 'fna-deploy export MODEL --target trt'")
+    from .common import read_onnx_metadata
+
+    read_onnx_metadata(onnx_path, "MODEL.onnx")
+    if plugin is not None:
+        from ..native import check_plugin_library
+
+        check_plugin_library(plugin)
     plan = Path(output) if output else source.with_suffix(".plan")
     batch = parse_batch(batch_spec)
     profile_shapes = parse_shapes(list(shapes))

@@ -63,12 +63,13 @@ def print_summary(report: Any, console: Any) -> None:
 @click.option("--opset", type=click.IntRange(min=18), default=None, help="ONNX opset (default 20).")
 @click.option("--external-data/--no-external-data", default=None, help="Store weights in OUT.onnx.data (default: only when the model exceeds 1.8 GB).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX Runtime parity check against PyTorch.")
+@click.option("--allow-degenerate", is_flag=True, help="Let the check pass on outputs without signal (all equal, e.g. a zero-initialised head).")
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the export report as JSON.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress display.")
 @user_errors
 def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
            output: Optional[str], batch: Optional[int], dynamic_batch: bool, target: str, fp16: bool, opset: Optional[int],
-           external_data: Optional[bool], no_check: bool, report_path: Optional[str], quiet: bool, **fna: Any) -> None:
+           external_data: Optional[bool], no_check: bool, allow_degenerate: bool, report_path: Optional[str], quiet: bool, **fna: Any) -> None:
     """Export MODEL to ONNX with Fast Nystrom Attention nodes, and check it with ONNX Runtime.
 
     MODEL is timm:NAME (random weights unless --checkpoint), hf:DIR (a local save_pretrained folder),
@@ -122,6 +123,7 @@ def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
             model_spec=label,
             external_data=external_data,
             progress=step,
+            allow_degenerate=allow_degenerate,
         )
     if report_path:
         report.write_json(report_path)

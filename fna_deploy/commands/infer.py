@@ -34,6 +34,9 @@ def _input_shape(config: dict, batch: int, resolution: Optional[int]) -> tuple[s
         if resolution is None or dims[1] == -1:
             raise CliError("the model's input size is dynamic; give --resolution")
         dims[2] = dims[3] = resolution
+    elif resolution is not None and (dims[2], dims[3]) != (resolution, resolution):
+        raise CliError(f"--resolution {resolution} does not match the served model's input {dims[2]}x{dims[3]}; "
+                       "drop --resolution (the served size is used)")
     return spec["name"], dims
 
 
@@ -77,13 +80,14 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.option("--resolution", type=click.IntRange(min=1), help="Input resolution (default: the served model's input size).")
 @fna_options
 @click.option("--dense", is_flag=True, help="Compare against the unpatched model (for a dense export).")
+@click.option("--allow-degenerate", is_flag=True, help="Judge outputs without signal (all equal, e.g. all zero) instead of failing.")
 @click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Classes to print for the first image.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result (and comparison) as JSON.")
 @click.pass_context
 @user_errors
 def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], use_random: bool, batch: int, seed: int,
           compare_model: Optional[str], checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool,
-          resolution: Optional[int], dense: bool, top_k: int, json_path: Optional[str], **fna: Any) -> None:
+          resolution: Optional[int], dense: bool, allow_degenerate: bool, top_k: int, json_path: Optional[str], **fna: Any) -> None:
     """Send one request to MODEL_NAME on the Triton server at URL (host:port, HTTP) and print the answer.
 
     With --compare MODEL the same input runs through PyTorch and the outputs are compared
@@ -165,7 +169,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], u
         if reference.shape != answer.shape:
             raise CliError(f"PyTorch gives {list(reference.shape)} but the server gave {list(answer.shape)}; is --compare the served model?",
                            exit_code=EXIT_FAILED)
-        parity = compare(reference, answer, batch=shape[0], output=first, fp16=fp16)
+        parity = compare(reference, answer, batch=shape[0], output=first, fp16=fp16, allow_degenerate=allow_degenerate)
         record["compare"] = {"model": compare_model, "fna_config": fna_config.to_dict() if fna_config else None, **parity.to_dict()}
         verdict = "[green]ok[/green]" if parity.passed else "[red]FAILED[/red]"
         source = "dense" if dense else ("from the flags" if explicit_fna or not _served_fna_config(config) else "served config")

@@ -37,7 +37,9 @@ def build_cmd(output: Optional[Path], cuda_arch: Optional[str], cpu_only: bool, 
               jobs: Optional[int], quiet: bool) -> None:
     """Configure and build plugins/ with CMake; print what was built and where."""
     from .. import native
+    from .common import check_output_dir
 
+    check_output_dir(None if output is None else str(output), "--output")
     log = None if quiet else (lambda line: click.echo(f"  {line}", err=True))
     try:
         result = native.build(output, cuda_arch=cuda_arch, cpu_only=cpu_only, tensorrt_root=tensorrt_root,

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
+from .common import check_output_dir, config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
 
 
 def print_summary(report: Any, console: Any) -> None:
@@ -72,6 +72,11 @@ def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle
     from ..pipeline import run_pipeline
 
     config = config_from_options(fna)
+    check_output_dir(outdir, "--outdir")
+    if plugin is not None:
+        from ..native import check_plugin_library
+
+        check_plugin_library(plugin)
     spec = arch or model
     name = re.sub(r"[^A-Za-z0-9_]+", "_", spec.split(":", 1)[-1] if ":" in spec else Path(spec).stem).strip("_") or "model"
     out = Path(outdir) if outdir else Path(f"fna-run-{name}")
