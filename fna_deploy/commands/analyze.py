@@ -8,7 +8,7 @@ from typing import Any, Optional
 import click
 
 from ..cli import CliError, user_errors
-from .common import check_output_dir, load_cli_model
+from .common import FiniteFloatRange, check_output_dir, load_cli_model
 
 
 def _parse_landmarks(text: str) -> list[int]:
@@ -110,9 +110,9 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL") -> None:
 @click.option("--random", "random_count", type=click.IntRange(min=1), help="Analyze on N random images instead (default: 8).")
 @click.option("--resolution", type=click.IntRange(min=1), help="Input resolution in pixels (default: the model's own).")
 @click.option("--landmarks", default="32,64,128,256", show_default=True, help="Comma-separated numbers of landmarks m to measure.")
-@click.option("--budget", type=click.FloatRange(min=0), default=0.01, show_default=True, help="Allowed end-to-end error: 1 - cosine of the outputs, worst image.")
-@click.option("--massive-ratio", type=click.FloatRange(min=0), default=10.0, show_default=True, help="Norm / median at which a token is massive (0: off).")
-@click.option("--artifact-ratio", type=click.FloatRange(min=0), default=4.0, show_default=True, help="Norm / median at which a patch token is an artifact (0: off).")
+@click.option("--budget", type=FiniteFloatRange(min=0), default=0.01, show_default=True, help="Allowed end-to-end error: 1 - cosine of the outputs, worst image.")
+@click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=10.0, show_default=True, help="Norm / median at which a token is massive (0: off).")
+@click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=4.0, show_default=True, help="Norm / median at which a patch token is an artifact (0: off).")
 @click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection.")
 @click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")

@@ -56,6 +56,8 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     sizes = _ints(resolutions, "--resolutions")
     ms = _ints(landmarks, "--landmarks")
     chosen = [b.strip() for b in backends.split(",") if b.strip()]
+    if not chosen:
+        raise CliError(f"--backends {backends!r}: name at least one of {', '.join(BACKENDS)}")
     bad = [b for b in chosen if b not in BACKENDS]
     if bad:
         raise CliError(f"--backends: unknown backend {bad[0]!r}; choose from {', '.join(BACKENDS)}")

@@ -132,11 +132,16 @@ def _snapshot(folder: Path) -> set[str]:
 
 
 def _triton_tmp() -> set[str]:
-    return set(glob.glob(os.path.join(tempfile.gettempdir(), "fna-triton-*")))
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "fna-*")))
 
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))  # this run's temporary folders, apart from others'
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    tmp_path = tmp_path / "cwd"
+    tmp_path.mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("FNA_DEPLOY_DEBUG", raising=False)
     (tmp_path / GARBAGE).write_bytes(os.urandom(4096))
