@@ -106,7 +106,8 @@ class FNAConfig:
             ``None`` for the second half of the blocks.
         method: landmark selection, ``"fps"`` (farthest-point sampling) or ``"grid"``.
         features: what FPS measures distances on: the layer's ``"q"``, ``"k"`` or ``"v"``
-            averaged over heads, or the attention ``"input"`` tokens.
+            averaged over heads, or ``"input"``: the residual stream entering the block, before
+            its first norm (the official FNA code's meaning).
         resample_every_layer: False computes the landmarks once, at the first FNA layer, and
             reuses them; True selects anew in every FNA layer.
         pinv_iters: Newton-Schulz iterations for the pseudo-inverse.

@@ -364,8 +364,6 @@ def load_model(
         if suffix not in (".pt2", ".pt", ".pth", ".bin", ".safetensors"):
             raise ModelLoadError(f"cannot tell what model {text!r} is; give {SPEC_FORMS}")
         _require_file(path, "model file")
-        if img_size is not None:
-            raise ModelLoadError(f"{text!r} is a finished model; its resolution cannot be changed with img_size")
         if ckpt is not None:
             raise ModelLoadError("--checkpoint applies to timm:NAME and hf:DIR specs; a model file carries its own weights")
         if suffix == ".safetensors":
@@ -374,6 +372,45 @@ def load_model(
                 f"(API: load_model('timm:NAME', checkpoint={text!r}))"
             )
         if suffix == ".pt2":
-            return _load_pt2(path, allow_pickle)
+            model = _load_pt2(path, allow_pickle)
+            _check_own_resolution(model, text, img_size)
+            return model
         model = _load_pickled(path, allow_pickle)
+        _check_own_resolution(model, text, img_size)
     return model.eval()
+
+
+def own_resolution(model: nn.Module) -> Optional[tuple[int, int]]:
+    """(H, W) a finished model runs at: a graph module's image input, else its family adapter's; None if unknown."""
+    if isinstance(model, torch.fx.GraphModule):
+        for node in model.graph.nodes:
+            val = node.meta.get("val") if node.op == "placeholder" else None
+            if val is not None and getattr(val, "dim", lambda: 0)() == 4:
+                h, w = val.shape[-2:]
+                return (int(h), int(w)) if isinstance(h, int) and isinstance(w, int) else None
+        return None
+    try:
+        from .patching import model_info
+
+        size = model_info(model).img_size
+    except Exception:  # not a family the adapters know
+        return None
+    return (int(size[0]), int(size[1])) if size else None
+
+
+def _check_own_resolution(model: nn.Module, text: str, img_size: Optional[int]) -> None:
+    """A finished model runs at the resolution it was saved with: accept that one, refuse another."""
+    if img_size is None:
+        return
+    own = own_resolution(model)
+    if own is None:
+        raise ModelLoadError(
+            f"{text!r} is a finished model whose resolution cannot be read; drop --resolution (img_size), "
+            "or load it from timm:NAME / hf:DIR, whose resolution can change"
+        )
+    if own != (img_size, img_size):
+        raise ModelLoadError(
+            f"{text!r} is a finished model at {own[0]}x{own[1]} px and cannot run at {img_size} px; drop --resolution "
+            f"(or give {own[0]})" if own[0] == own[1] else
+            f"{text!r} is a finished model at {own[0]}x{own[1]} px and cannot run at {img_size} px; drop --resolution"
+        )

@@ -139,12 +139,14 @@ def build(
     targets: Optional[list[str]] = None,
     jobs: Optional[int] = None,
     log: Optional[Callable[[str], None]] = None,
+    verbose: bool = False,
 ) -> BuildResult:
     """Configure and build plugins/ with CMake; return what was built.
 
     ``cuda_arch``: CMAKE_CUDA_ARCHITECTURES, e.g. "90" or "80;86" (commas accepted); default
     "80;86;89;90". ``cpu_only``: skip nvcc (CPU reference only). ``targets``: CMake targets to
-    build (default: all). Raises NativeLibraryError / ValueError with one sentence on failure.
+    build (default: all). ``verbose``: every compiler command and output line goes to ``log``.
+    Raises NativeLibraryError / ValueError with one sentence on failure.
     """
     src = source_dir()
     if src is None:
@@ -171,12 +173,14 @@ def build(
     if tensorrt_root:
         args.append(f"-DTensorRT_ROOT={Path(tensorrt_root).expanduser().resolve()}")
     say(f"configuring {out}")
-    _run(args, "CMake configure", say)
+    _run(args, "CMake configure", say, verbose)
     build_args = [cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 2)]
     for target in targets or []:
         build_args += ["--target", target]
+    if verbose:
+        build_args.append("--verbose")
     say("building (the CUDA kernels take a minute or two per architecture)")
-    _run(build_args, "the build", say)
+    _run(build_args, "the build", say, verbose)
 
     info = read_build_info(out)
     library = find_library(out)
@@ -195,14 +199,14 @@ def build(
     )
 
 
-def _run(args: list[str], what: str, say: Callable[[str], None]) -> None:
+def _run(args: list[str], what: str, say: Callable[[str], None], every_line: bool = False) -> None:
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail: list[str] = []
     assert proc.stdout is not None
     for line in proc.stdout:
         line = line.rstrip()
         tail = (tail + [line])[-200:]
-        if line.startswith("[") or "fna:" in line or "error" in line.lower():
+        if every_line or line.startswith("[") or "fna:" in line or "error" in line.lower():
             say(line)
     if proc.wait() != 0:
         errors = [l for l in tail if "error:" in l.lower()] or [l for l in tail if "error" in l.lower()]

@@ -34,7 +34,7 @@ class RunReport:
 
     @property
     def passed(self) -> bool:
-        export_ok = all(r.get("passed", True) for r in self.export.values())
+        export_ok = all(r.get("passed") is not False for r in self.export.values())  # None: not checked
         return export_ok and (self.verify is None or self.verify["passed"])
 
     def to_dict(self) -> dict[str, Any]:
@@ -93,7 +93,7 @@ def run_pipeline(
     report.files["onnx_portable"] = str(portable)
     step("exporting ONNX for TensorRT")
     exp_trt = timed("export_trt", lambda: export_onnx(model, config, trt_onnx, input_shape=shape, target="trt", fp16=fp16, check=False, model_spec=model_label, progress=step))
-    report.export["trt"] = exp_trt.to_dict()  # not checked: passed is vacuously true
+    report.export["trt"] = exp_trt.to_dict()  # not checked: its passed is null
     report.files["onnx_trt"] = str(trt_onnx)
 
     engine: Optional[Path] = None
@@ -151,7 +151,7 @@ def run_pipeline(
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / "weights.safetensors"))
         report.files["weights"] = str(out / "weights.safetensors")
     if compare_spec:
-        report.infer_command = f"fna-deploy infer 127.0.0.1:8000 {name} --random --compare {compare_spec}"
+        report.infer_command = f"fna-deploy infer 127.0.0.1:8000 {name} --random 1 --compare {compare_spec}"
     report.write_json(out / "run_report.json")
     report.files["report"] = str(out / "run_report.json")
     return report

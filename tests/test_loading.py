@@ -241,3 +241,18 @@ def test_hf_folders_that_cannot_load(tmp_path):
     with pytest.raises(ModelLoadError, match="does not load with weights_only=True"):
         load_model(f"hf:{folder}")
     assert not marker.exists()
+
+
+def test_finished_models_accept_their_own_resolution_only(tmp_path):
+    model = tiny_timm(img_size=64, depth=1)
+    torch.save(model, tmp_path / "whole.pt")
+    ep = torch.export.export(model.eval(), (X,))
+    torch.export.save(ep, tmp_path / "m.pt2")
+    for name, kwargs in (("whole.pt", {"allow_pickle": True}), ("m.pt2", {})):
+        path = tmp_path / name
+        same = load_model(path, img_size=64, **kwargs)  # its own resolution: accepted
+        assert same(X).shape == (1, 1000)
+        with pytest.raises(ModelLoadError) as info:
+            load_model(path, img_size=96, **kwargs)
+        message = str(info.value)
+        assert f"'{path}' is a finished model at 64x64 px and cannot run at 96 px; drop --resolution (or give 64)" == message

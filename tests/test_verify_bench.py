@@ -132,10 +132,10 @@ def test_bench_report_table_and_plot(tmp_path):
 
 def test_bench_cli(tmp_path):
     result = CliRunner().invoke(cli, ["bench", "timm:vit_tiny_patch16_224", "--resolutions", "32", "--landmarks", "4", "--backends", "torch",
-                                      "--iters", "1", "--layers", "11", "--report", str(tmp_path / "b.json"), "--plot", str(tmp_path / "b.png")])
+                                      "--iters", "1", "--layers", "11", "--report", str(tmp_path / "b.json"), "--plot", str(tmp_path / "plots")])
     assert result.exit_code == 0, result.output
     assert "| torch | 32 | 5 | 4 |" in result.output
-    assert (tmp_path / "b.png").exists() and json.loads((tmp_path / "b.json").read_text())["measurements"]
+    assert (tmp_path / "plots" / "latency.png").exists() and json.loads((tmp_path / "b.json").read_text())["measurements"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -9,6 +9,8 @@ import click
 
 from ..cli import CliError, user_errors
 from .common import FiniteFloatRange, check_output_dir, load_cli_model
+from .options import device_option, quiet_option, random_option, report_option, resolve_device, verbose_option
+from .progress import progress
 
 
 def _parse_landmarks(text: str) -> list[int]:
@@ -29,19 +31,6 @@ def _parse_landmarks(text: str) -> list[int]:
     return values
 
 
-class _Bar:
-    """A rich progress bar fed by analyze's progress callback (one task per stage)."""
-
-    def __init__(self, progress: Any) -> None:
-        self.progress = progress
-        self.tasks: dict[str, Any] = {}
-
-    def __call__(self, stage: str, done: int, total: int) -> None:
-        if stage not in self.tasks:
-            self.tasks[stage] = self.progress.add_task(stage, total=max(total, 1))
-        self.progress.update(self.tasks[stage], completed=done, total=max(total, 1))
-
-
 def _fmt(value: Optional[float], spec: str = ".2e") -> str:
     return "-" if value is None else format(value, spec)
 
@@ -53,7 +42,7 @@ def _tokens(tokens: list[int], stable: bool) -> str:
     return shown if stable else f"{shown} [dim](varies)[/dim]"
 
 
-def print_report(report: Any, console: Any, model_args: str = "MODEL") -> None:
+def print_report(report: Any, console: Any, model_args: str = "MODEL", verbose: bool = False) -> None:
     from rich.table import Table
 
     table = Table(
@@ -86,19 +75,32 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL") -> None:
         "[dim]median: residual-stream token norm entering the layer; sink: attention share the massive tokens "
         "receive; m=: relative error of FNA's attention output[/dim]"
     )
+    if verbose and report.candidates:
+        candidates = Table(title="candidates: the largest layer set within the budget, per m and landmark variant")
+        for name in ("m", "variant", "layers", "1 - cos", "FLOP saving", "passes"):
+            candidates.add_column(name, justify="left" if name in ("variant", "layers") else "right")
+        for c in report.candidates:
+            layers = ", ".join(map(str, c.layers)) if c.layers else "-"
+            candidates.add_row(str(c.num_landmarks), c.variant, layers, _fmt(c.end_to_end_error),
+                               f"{100 * c.flops_saving:.1f}%", str(c.evaluations))
+        console.print(candidates)
     rec = report.recommendation
     if report.skipped_landmarks:
         for m, why in report.skipped_landmarks.items():
             console.print(f"[dim]m={m} skipped: {why}[/dim]")
+    speedup = f"; expected speedup {rec.expected_speedup[0]:.2f}-{rec.expected_speedup[1]:.2f}x" if rec.expected_speedup else ""
     if rec.uses_fna:
         console.print(
             f"[bold]recommended[/bold] (* in the table): m={rec.num_landmarks} on layers "
             f"{', '.join(map(str, rec.layers))}; end-to-end 1 - cos = {rec.end_to_end_error:.2e} "
-            f"(budget {rec.budget:g}); predicted FLOP saving {100 * rec.flops_saving:.1f}%"
+            f"(budget {rec.budget:g}); predicted FLOP saving {100 * rec.flops_saving:.1f}%{speedup}"
         )
         console.print(f"  fna-deploy export {model_args} {rec.export_flags}", highlight=False, soft_wrap=True)
     else:
         console.print(f"[bold]recommended[/bold]: keep the model dense: {rec.reason}")
+        if rec.layers:
+            console.print("  the best FNA config anyway (* in the table):", highlight=False)
+            console.print(f"  fna-deploy export {model_args} {rec.export_flags}", highlight=False, soft_wrap=True)
 
 
 @click.command()
@@ -107,7 +109,7 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL") -> None:
 @click.option("--arch", help="Architecture (timm:NAME) when MODEL is a bare weights file.")
 @click.option("--allow-pickle", is_flag=True, help="Allow unpickling a whole-module .pt file (runs code it carries; trusted files only).")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), help="Directory of images to analyze on (your data).")
-@click.option("--random", "random_count", type=click.IntRange(min=1), help="Analyze on N random images instead (default: 8).")
+@random_option("Analyze on N random images instead (default: 8).")
 @click.option("--resolution", type=click.IntRange(min=1), help="Input resolution in pixels (default: the model's own).")
 @click.option("--landmarks", default="32,64,128,256", show_default=True, help="Comma-separated numbers of landmarks m to measure.")
 @click.option("--budget", type=FiniteFloatRange(min=0), default=0.01, show_default=True, help="Allowed end-to-end error: 1 - cosine of the outputs, worst image.")
@@ -116,9 +118,15 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL") -> None:
 @click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection.")
 @click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")
-@click.option("--device", default=None, help="torch device (default: cuda if available, else cpu).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the full report as JSON here.")
-@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), help="Write PNG plots into this directory.")
+@click.option("--min-saving", type=click.FloatRange(min=0, max=1, max_open=True), default=0.10, show_default=True,
+              help="Advise staying dense when the best config saves less than this fraction of the FLOPs (0: off).")
+@click.option("--break-even-tokens", type=click.IntRange(min=0), default=800, show_default=True,
+              help="Advise staying dense below this many tokens (measured on CPU for ViT-B/16, docs/benchmarks.md; 0: off).")
+@device_option()
+@report_option("Write the full report as JSON to FILE.")
+@click.option("--plot", "plot_dir", type=click.Path(file_okay=False), metavar="DIR", help="Write PNG plots into this directory.")
+@quiet_option()
+@verbose_option("Also print every candidate (m, landmark variant, layers, error, saving).")
 @user_errors
 def analyze(
     model: str,
@@ -135,9 +143,13 @@ def analyze(
     method: str,
     pinv_iters: int,
     batch_size: int,
-    device: Optional[str],
+    min_saving: float,
+    break_even_tokens: int,
+    device: str,
     report_path: Optional[str],
     plot_dir: Optional[str],
+    quiet: bool,
+    verbose: bool,
 ) -> None:
     """Find massive and artifact tokens, measure FNA's error per layer, and recommend export flags.
 
@@ -166,7 +178,6 @@ def analyze(
 
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..analyze import analyze as run_analysis
     from ..analyze import write_plots, write_report
@@ -174,25 +185,16 @@ def analyze(
     from ..images import load_images, random_images
 
     err = Console(stderr=True)
-    try:
-        dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    except RuntimeError:
-        raise CliError(f"--device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CliError("--device cuda: no CUDA GPU is available here; use --device cpu")
-
-    with err.status("loading the model"):
+    dev = torch.device(resolve_device(device))
+    config = FNAConfig(method=method, pinv_iters=pinv_iters)
+    with progress(err, quiet=quiet) as reporter:
+        reporter.step("loading the model")
         net = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
         if images_dir is not None:
             inputs = load_images(images_dir, net, resolution)
         else:
             inputs = random_images(random_count or 8, net, resolution)
         net = net.to(dev)
-    config = FNAConfig(method=method, pinv_iters=pinv_iters)
-    with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=True,
-    ) as progress:
         report = run_analysis(
             net,
             inputs,
@@ -202,15 +204,17 @@ def analyze(
             artifact_ratio=artifact_ratio,
             config=config,
             batch_size=batch_size,
-            progress=_Bar(progress),
+            progress=reporter.bar,
             resolution=resolution,
+            min_saving=min_saving,
+            break_even_tokens=break_even_tokens,
         )
     import sys
 
     # piped or redirected output keeps every column instead of the 80-column default
     parts = [model] + ([f"--arch {arch}"] if arch else []) + ([f"--checkpoint {checkpoint}"] if checkpoint else [])
     parts += ["--allow-pickle"] if allow_pickle else []
-    print_report(report, Console() if sys.stdout.isatty() else Console(width=160), " ".join(parts))
+    print_report(report, Console() if sys.stdout.isatty() else Console(width=160), " ".join(parts), verbose=verbose)
     if report_path is not None:
         path = write_report(report, report_path)
         err.print(f"report written to {path}")

@@ -9,6 +9,20 @@ import click
 
 from ..cli import CliError, user_errors
 from .common import load_cli_model, model_label
+from .options import deprecated, quiet_option, report_option, verbose_option
+from .progress import progress
+
+
+def _plot_file(path: str) -> Path:
+    """--plot DIR -> DIR/latency.png (created); a path ending in .png still names the file, for one release."""
+    target = Path(path)
+    if target.suffix.lower() == ".png" and not target.is_dir():
+        deprecated("--plot FILE.png", "--plot DIR (the plot is written as DIR/latency.png, like analyze --plot DIR)")
+        return target
+    if target.exists() and not target.is_dir():
+        raise CliError(f"--plot: {path!r} exists and is not a directory")
+    target.mkdir(parents=True, exist_ok=True)
+    return target / "latency.png"
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -35,12 +49,14 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch and ONNX Runtime (default: all).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the measurements as JSON.")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG of latency against tokens (log-log).")
+@report_option("Write the measurements as JSON to FILE.")
+@click.option("--plot", "plot_path", type=click.Path(), metavar="DIR", help="Write a PNG of latency against tokens (log-log) into DIR, as latency.png.")
+@quiet_option()
+@verbose_option("Also print the machine the numbers come from (CPU, threads, library versions).")
 @user_errors
 def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
           layers: Optional[str], backends: str, device: str, batch: int, warmup: int, iters: int, threads: Optional[int],
-          report_path: Optional[str], plot_path: Optional[str]) -> None:
+          report_path: Optional[str], plot_path: Optional[str], quiet: bool, verbose: bool) -> None:
     """Time MODEL dense vs with FNA, per backend and resolution, and compare with the FLOP bound.
 
     Variants are timed interleaved in one run. Beside each speedup: its FLOP bound (the speedup if
@@ -48,7 +64,6 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     """
     import torch
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..bench import BACKENDS, run_bench
     from ..config import FNAConfig
@@ -73,13 +88,10 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     def load(res: int):
         return load_cli_model(model, checkpoint, arch, allow_pickle, res)
 
+    plot_file = _plot_file(plot_path) if plot_path else None  # a bad --plot fails before the timing
     console = Console()
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(),
-                  console=Console(stderr=True), transient=True) as progress:
-        task = progress.add_task("bench", total=1)
-
-        def update(stage: str, done: int, total: int) -> None:
-            progress.update(task, description=stage, completed=done, total=total)
+    with progress(Console(stderr=True), quiet=quiet) as reporter:
+        update = reporter.bar
 
         report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
                            device=device, batch=batch, warmup=warmup, iters=iters, threads=threads, progress=update)
@@ -91,6 +103,8 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     if report_path:
         report.write_json(report_path)
         console.print(f"report: {report_path}")
-    if plot_path:
-        report.plot(plot_path)
-        console.print(f"plot: {plot_path}")
+    if plot_file is not None:
+        report.plot(plot_file)
+        console.print(f"plot: {plot_file}")
+    if verbose:
+        console.print("machine: " + ", ".join(f"{k} {v}" for k, v in report.machine.items()), highlight=False)

@@ -85,22 +85,31 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def fna_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The FNAConfig flags."""
+def fna_options(func: Callable[..., Any], *, served: bool = False) -> Callable[..., Any]:
+    """The FNAConfig flags. ``served``: the flags override a config recorded elsewhere (infer's
+    served config), so --help shows no defaults that would not apply."""
+    show = not served
+    note = " Default: the served config's." if served else ""
     decorators = [
-        click.option("--landmarks", "num_landmarks", type=click.IntRange(min=1), default=64, show_default=True, help="Number of landmark tokens m."),
-        click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA: all, a-b, a-b,c (default: the second half)."),
-        click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection."),
-        click.option("--features", type=click.Choice(["q", "k", "v", "input"]), default="q", show_default=True, help="What FPS measures distances on."),
-        click.option("--resample/--no-resample", "resample_every_layer", default=False, show_default=True, help="Select landmarks anew in every FNA layer."),
-        click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=True, help="Guarantee tokens whose norm is >= X x median (0 = off)."),
-        click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=True, help="Exclude tokens whose norm is >= X x median (0 = off)."),
-        click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse."),
-        click.option("--num-prefix", type=click.IntRange(min=0), default=None, help="Prefix tokens always kept (default: detected: CLS + registers)."),
+        click.option("--landmarks", "num_landmarks", type=click.IntRange(min=1), default=64, show_default=show, help="Number of landmark tokens m." + note),
+        click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA: all, a-b, a-b,c" + ("." + note if served else " (default: the second half).")),
+        click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=show, help="Landmark selection." + note),
+        click.option("--features", type=click.Choice(["q", "k", "v", "input"]), default="q", show_default=show,
+                     help="What FPS measures distances on (input: the residual stream entering the block, as the official FNA code)." + note),
+        click.option("--resample/--no-resample", "resample_every_layer", default=False, show_default=show, help="Select landmarks anew in every FNA layer." + note),
+        click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Guarantee tokens whose norm is >= X x median (0 = off)." + note),
+        click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Exclude tokens whose norm is >= X x median (0 = off)." + note),
+        click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=show, help="Newton-Schulz iterations for the pseudo-inverse." + note),
+        click.option("--num-prefix", type=click.IntRange(min=0), default=None, help="Prefix tokens always kept" + ("." + note if served else " (default: detected: CLS + registers).")),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
     return func
+
+
+def served_fna_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """:func:`fna_options` for a command whose FNA config defaults to a served one."""
+    return fna_options(func, served=True)
 
 
 FNA_OPTION_NAMES = (
@@ -174,19 +183,12 @@ def model_label(model: str, arch: Optional[str]) -> str:
 
 @contextlib.contextmanager
 def steps(console: Any, enabled: bool = True) -> Iterator[Callable[[str], None]]:
-    """A spinner with elapsed time for multi-step work; yields ``step(message)``."""
-    if not enabled or not getattr(console, "is_terminal", True):  # a spinner only on a terminal
-        yield lambda _msg: None
-        return
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    """Progress for multi-step work; yields ``step(message)`` (see :mod:`.progress`: rich on a
+    terminal, one line per stage with the elapsed time in logs, nothing when not ``enabled``)."""
+    from .progress import progress
 
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("starting", total=None)
-
-        def step(message: str) -> None:
-            progress.update(task, description=message)
-
-        yield step
+    with progress(console, quiet=not enabled) as reporter:
+        yield reporter.step
 
 
 def human_size(n: int) -> str:

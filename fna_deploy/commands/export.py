@@ -10,6 +10,7 @@ import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
 from .common import config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
+from .options import quiet_option, report_option, verbose_option
 
 
 def default_output(model: str, arch: Optional[str], target: str, fp16: bool) -> Path:
@@ -20,7 +21,7 @@ def default_output(model: str, arch: Optional[str], target: str, fp16: bool) -> 
     return Path(f"{stem}_{suffix}{'_fp16' if fp16 else ''}.onnx")
 
 
-def print_summary(report: Any, console: Any) -> None:
+def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title="fna-deploy export", show_header=False)
@@ -36,6 +37,9 @@ def print_summary(report: Any, console: Any) -> None:
     fna = report.fna_nodes
     table.add_row("fna nodes", ", ".join(f"{k} x{v}" for k, v in fna.items()) or "none (dense)")
     table.add_row("nodes", str(sum(report.node_counts.values())))
+    if verbose:
+        counts = sorted(report.node_counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        table.add_row("node types", ", ".join(f"{op} x{n}" for op, n in counts))
     table.add_row("file", f"{report.path} ({human_size(report.file_size)})")
     for p in report.parity:
         verdict = "[green]ok[/green]" if p["passed"] else "[red]FAILED[/red]"
@@ -64,12 +68,14 @@ def print_summary(report: Any, console: Any) -> None:
 @click.option("--external-data/--no-external-data", default=None, help="Store weights in OUT.onnx.data (default: only when the model exceeds 1.8 GB).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX Runtime parity check against PyTorch.")
 @click.option("--allow-degenerate", is_flag=True, help="Let the check pass on outputs without signal (all equal, e.g. a zero-initialised head).")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the export report as JSON.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress display.")
+@report_option("Write the export report as JSON to FILE.")
+@quiet_option()
+@verbose_option("Also print how many nodes of each op type the ONNX graph has.")
 @user_errors
 def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
            output: Optional[str], batch: Optional[int], dynamic_batch: bool, target: str, fp16: bool, opset: Optional[int],
-           external_data: Optional[bool], no_check: bool, allow_degenerate: bool, report_path: Optional[str], quiet: bool, **fna: Any) -> None:
+           external_data: Optional[bool], no_check: bool, allow_degenerate: bool, report_path: Optional[str], quiet: bool, verbose: bool,
+           **fna: Any) -> None:
     """Export MODEL to ONNX with Fast Nystrom Attention nodes, and check it with ONNX Runtime.
 
     MODEL is timm:NAME (random weights unless --checkpoint), hf:DIR (a local save_pretrained folder),
@@ -127,7 +133,7 @@ def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
         )
     if report_path:
         report.write_json(report_path)
-    print_summary(report, Console())
+    print_summary(report, Console(), verbose=verbose)
     if not report.passed:
         raise CliError(
             f"parity check failed: {report.failures[0]}; the model was kept at {report.path} for inspection",

@@ -11,7 +11,8 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import FNA_OPTION_NAMES, config_from_options, fna_options, load_cli_model
+from .common import FNA_OPTION_NAMES, config_from_options, load_cli_model, served_fna_options
+from .options import deprecated, quiet_option, renamed, verbose_option
 
 
 def _input_shape(config: dict, batch: int, resolution: Optional[int]) -> tuple[str, list[int]]:
@@ -70,7 +71,8 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.argument("url")
 @click.argument("model_name")
 @click.option("--image", type=click.Path(), help="An image file, or a folder of images (up to --batch of them).")
-@click.option("--random", "use_random", is_flag=True, help="Random pixels, normalised like images (the default).")
+@click.option("--random", "random_count", type=click.IntRange(min=0), is_flag=False, flag_value=0, default=None, metavar="N",
+              help="N random images, normalised like images (random inputs are the default; N sets the batch).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the request (random inputs).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--compare", "compare_model", metavar="MODEL", help="Check the answer against this PyTorch model (timm:NAME, hf:DIR, .pt2, .pt), patched with the served FNA config.")
@@ -78,16 +80,20 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.option("--arch", metavar="timm:NAME", help="Architecture when --compare is a bare weights file.")
 @click.option("--allow-pickle", is_flag=True, help="Allow a pickled .pt module for --compare (runs code from the file).")
 @click.option("--resolution", type=click.IntRange(min=1), help="Input resolution (default: the served model's input size).")
-@fna_options
+@served_fna_options
 @click.option("--dense", is_flag=True, help="Compare against the unpatched model (for a dense export).")
 @click.option("--allow-degenerate", is_flag=True, help="Judge outputs without signal (all equal, e.g. all zero) instead of failing.")
 @click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Classes to print for the first image.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the result (and comparison) as JSON.")
+@click.option("--report", "json_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the result (and comparison) as JSON to FILE.")
+@renamed("--json", "--report FILE", "json_path", type=click.Path(dir_okay=False))
+@quiet_option("Print only the answer line and the comparison verdict.")
+@verbose_option("Also print the served model's config (backend, batching, FNA config).")
 @click.pass_context
 @user_errors
-def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], use_random: bool, batch: int, seed: int,
+def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], random_count: Optional[int], batch: int, seed: int,
           compare_model: Optional[str], checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool,
-          resolution: Optional[int], dense: bool, allow_degenerate: bool, top_k: int, json_path: Optional[str], **fna: Any) -> None:
+          resolution: Optional[int], dense: bool, allow_degenerate: bool, top_k: int, json_path: Optional[str], quiet: bool, verbose: bool,
+          **fna: Any) -> None:
     """Send one request to MODEL_NAME on the Triton server at URL (host:port, HTTP) and print the answer.
 
     With --compare MODEL the same input runs through PyTorch and the outputs are compared
@@ -97,7 +103,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], u
 
     \b
     Example:
-      fna-deploy infer 127.0.0.1:8000 vit_fna --random --batch 4 --compare timm:vit_base_patch16_224
+      fna-deploy infer 127.0.0.1:8000 vit_fna --random 4 --compare timm:vit_base_patch16_224
     """
     import numpy as np
     import torch
@@ -105,8 +111,14 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], u
 
     from ..triton import TritonHttpClient
 
-    if image is not None and use_random:
+    if image is not None and random_count is not None:
         raise CliError("give --image or --random, not both")
+    if random_count == 0:
+        deprecated("--random without N", "--random N (N random images; the batch)")
+    elif random_count is not None:
+        if ctx.get_parameter_source("batch") not in (None, click.core.ParameterSource.DEFAULT) and batch != random_count:
+            raise CliError(f"--random {random_count} and --batch {batch} disagree on the batch size; give one of them")
+        batch = random_count
     if compare_model is None and (checkpoint or arch or allow_pickle or dense):
         raise CliError("--checkpoint, --arch, --allow-pickle and --dense describe the --compare model; add --compare MODEL")
     explicit_fna = {
@@ -145,6 +157,10 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], u
     outputs = result.outputs
     first = next(iter(outputs))
     answer = outputs[first]
+    if verbose:
+        served = {k: config.get(k) for k in ("backend", "platform", "max_batch_size", "dynamic_batching") if config.get(k) not in (None, "")}
+        served["fna_config"] = _served_fna_config(config) or "none (dense or not recorded)"
+        console.print("served config: " + ", ".join(f"{k} {v}" for k, v in served.items()), highlight=False)
     console.print(f"{model_name} at {client.url}: {first} {list(answer.shape)} {answer.dtype}, {result.seconds * 1000:.1f} ms", highlight=False)
     record: dict[str, Any] = {
         "url": client.url, "model": model_name, "input": input_name, "input_shape": list(pixels.shape),
@@ -154,7 +170,8 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], u
         scores = torch.from_numpy(answer[0].astype(np.float32)).softmax(-1)
         values, indices = scores.topk(min(top_k, scores.numel()))
         record["top_k"] = [[int(i), float(v)] for v, i in zip(values, indices)]
-        console.print("top-%d of the first image: %s" % (len(indices), ", ".join(f"{int(i)} ({float(v):.3f})" for v, i in zip(values, indices))), highlight=False)
+        if not quiet:
+            console.print("top-%d of the first image: %s" % (len(indices), ", ".join(f"{int(i)} ({float(v):.3f})" for v, i in zip(values, indices))), highlight=False)
     failed = False
     if reference_model is not None:
         from ..export.check import compare

@@ -15,6 +15,7 @@ from typing import Optional
 import click
 
 from ..cli import CliError, user_errors
+from .options import quiet_option, verbose_option
 
 
 @click.group()
@@ -31,10 +32,11 @@ def plugin() -> None:
 @click.option("--tensorrt-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="TensorRT prefix with include/ and lib/ (default: $TensorRT_ROOT or the usual paths).")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel compile jobs (default: all cores).")
-@click.option("-q", "--quiet", is_flag=True, help="Print only the summary.")
+@quiet_option("Print only the summary.")
+@verbose_option("Show every compiler command (CMake's verbose build).")
 @user_errors
 def build_cmd(output: Optional[Path], cuda_arch: Optional[str], cpu_only: bool, tensorrt_root: Optional[Path],
-              jobs: Optional[int], quiet: bool) -> None:
+              jobs: Optional[int], quiet: bool, verbose: bool) -> None:
     """Configure and build plugins/ with CMake; print what was built and where."""
     from .. import native
     from .common import check_output_dir
@@ -43,7 +45,7 @@ def build_cmd(output: Optional[Path], cuda_arch: Optional[str], cpu_only: bool, 
     log = None if quiet else (lambda line: click.echo(f"  {line}", err=True))
     try:
         result = native.build(output, cuda_arch=cuda_arch, cpu_only=cpu_only, tensorrt_root=tensorrt_root,
-                              jobs=jobs, log=log)
+                              jobs=jobs, log=log, verbose=verbose)
     except native.NativeLibraryError as exc:
         raise CliError(str(exc), exit_code=1) from None
     click.echo(f"build directory: {result.build_dir}")

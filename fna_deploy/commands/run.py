@@ -10,9 +10,10 @@ import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
 from .common import check_output_dir, config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
+from .options import quiet_option, verbose_option
 
 
-def print_summary(report: Any, console: Any) -> None:
+def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"fna-deploy run: {report.model}", show_header=False)
@@ -39,6 +40,8 @@ def print_summary(report: Any, console: Any) -> None:
     if report.infer_command:
         table.add_row("then check it", report.infer_command)
     table.add_row("report", report.files["report"])
+    if verbose:
+        table.add_row("files", "\n".join(f"{k}: {v}" for k, v in report.files.items()))
     table.add_row("time", ", ".join(f"{k} {v:.0f}s" for k, v in report.seconds.items()))
     console.print(table)
 
@@ -54,9 +57,12 @@ def print_summary(report: Any, console: Any) -> None:
 @click.option("--triton-backend", type=click.Choice(["tensorrt", "onnxruntime", "python"]), default=None,
               help="Backend of the Triton repository (default: tensorrt with an engine, else python).")
 @click.option("--force", is_flag=True, help="Overwrite an existing Triton repository in OUTDIR.")
+@quiet_option()
+@verbose_option("Also list every file the run wrote.")
 @user_errors
 def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int], outdir: Optional[str],
-        fp16: bool, plugin: Optional[str], no_bench: bool, bench_iters: int, triton_backend: Optional[str], force: bool, **fna: Any) -> None:
+        fp16: bool, plugin: Optional[str], no_bench: bool, bench_iters: int, triton_backend: Optional[str], force: bool,
+        quiet: bool, verbose: bool, **fna: Any) -> None:
     """Take MODEL through the whole chain and summarise where every file went.
 
     Exports portable and TensorRT ONNX (checked with ONNX Runtime), builds the engine when
@@ -92,12 +98,12 @@ def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle
         compare_spec = f"{model} --checkpoint {checkpoint}"
     else:
         compare_spec = model + (" --allow-pickle" if allow_pickle else "")
-    with steps(Console(stderr=True)) as step:
+    with steps(Console(stderr=True), enabled=not quiet) as step:
         step(f"loading {model_label(model, arch)}")
         module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
         report = run_pipeline(module, config, out, model_label=model_label(model, arch), name=name, fp16=fp16, plugin=plugin,
                               bench=not no_bench, bench_iters=bench_iters, triton_backend=triton_backend, force=force,
                               compare_spec=compare_spec, save_weights=save_weights, progress=step)
-    print_summary(report, Console())
+    print_summary(report, Console(), verbose=verbose)
     if not report.passed:
         raise CliError(f"the chain finished but a parity check failed; see {report.files['report']}", exit_code=EXIT_FAILED)

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
+from .options import quiet_option, verbose_option
 
 PORT = click.IntRange(1, 65535)
 
@@ -21,10 +22,11 @@ PORT = click.IntRange(1, 65535)
 @click.option("--metrics-port", type=PORT, default=8002, show_default=True)
 @click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait for all models to load.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Write the server's log to this file (default: a temporary file, shown on failure).")
-@click.option("--verbose", is_flag=True, help="Verbose server log.")
+@verbose_option("Verbose server log.")
+@quiet_option("Print only the ready line and the URLs.")
 @user_errors
 def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, timeout: float,
-          log_path: Optional[str], verbose: bool) -> None:
+          log_path: Optional[str], verbose: bool, quiet: bool) -> None:
     """Run tritonserver on REPOSITORY, bound to 127.0.0.1, until Ctrl-C or SIGTERM.
 
     Uses tritonserver from PATH if present, else the one bundled in nvidia-pytriton (pip install
@@ -36,7 +38,7 @@ def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, ti
     Example:
       fna-deploy triton vit_fna.onnx -o repo --backend python
       fna-deploy serve repo
-      fna-deploy infer 127.0.0.1:8000 vit_fna --random --compare timm:vit_base_patch16_224
+      fna-deploy infer 127.0.0.1:8000 vit_fna --random 1 --compare timm:vit_base_patch16_224
     """
     from rich.console import Console
 
@@ -53,7 +55,8 @@ def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, ti
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        console.print(f"starting {server.binary.describe()} on {', '.join(names)} ...", highlight=False)
+        if not quiet:
+            console.print(f"starting {server.binary.describe()} on {', '.join(names)} ...", highlight=False)
         try:
             server.start(timeout=timeout)
         except ServerError as exc:
@@ -66,8 +69,9 @@ def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, ti
         console.print(f"  gRPC     {server.grpc_url}", highlight=False)
         console.print(f"  metrics  {server.metrics_url}", highlight=False)
         console.print(f"  log      {server.log_path}", highlight=False)
-        console.print(f"try: fna-deploy infer {server.http_url} {names[0]} --random", highlight=False)
-        console.print("Ctrl-C stops the server.")
+        if not quiet:
+            console.print(f"try: fna-deploy infer {server.http_url} {names[0]} --random 1", highlight=False)
+            console.print("Ctrl-C stops the server.")
         while server.running:
             time.sleep(0.5)
         code = server.process.returncode if server.process else None

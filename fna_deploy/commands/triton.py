@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from ..cli import CliError, user_errors
+from .options import quiet_option, verbose_option
 
 
 def _preferred(value: Optional[str]) -> list[int]:
@@ -45,10 +46,12 @@ def _default_backend(artifact: Path) -> str:
 @click.option("--queue-delay-us", type=int, default=0, show_default=True, help="Max queue delay of the dynamic batcher, microseconds.")
 @click.option("--cpu", is_flag=True, help="Run the instances on CPU (KIND_CPU; the python backend's default).")
 @click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
+@quiet_option("Print only the model folder.")
+@verbose_option("Also print the config.pbtxt written.")
 @user_errors
 def triton(artifact: str, repository: str, name: Optional[str], model_version: int, backend: Optional[str],
            max_batch_size: Optional[int], instances: int, plugin: Optional[str], dynamic_batching: Optional[bool],
-           preferred_batch: Optional[str], queue_delay_us: int, cpu: bool, force: bool) -> None:
+           preferred_batch: Optional[str], queue_delay_us: int, cpu: bool, force: bool, quiet: bool, verbose: bool) -> None:
     """Write a Triton Inference Server model repository for ARTIFACT.
 
     ARTIFACT is an engine (.plan, from fna-deploy build; tensors and batch profile read from its
@@ -87,6 +90,9 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
     except NotADirectoryError as exc:
         raise CliError(f"{exc.filename} is not a folder; give a model repository folder with -o") from None
     console = Console()
+    if quiet:
+        click.echo(report.model_dir)
+        return
     table = Table(title="fna-deploy triton", show_header=False)
     table.add_column("item", style="bold")
     table.add_column("value", overflow="fold")
@@ -100,6 +106,8 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
         table.add_row("plugin", report.plugin)
     table.add_row("files", "\n".join(report.files))
     console.print(table)
+    if verbose:
+        console.print(Path(report.config_path).read_text(), highlight=False, markup=False)
     for note in report.notes:
         console.print(f"note: {note}")
     if backend == "python":

@@ -13,13 +13,15 @@ from ..export.graph import check_writable
 from ..native import check_plugin_library
 from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
                      read_onnx_metadata, steps)
+from .options import quiet_option, random_option, report_option, verbose_option
 
 
-def print_report(report: Any, console: Any) -> None:
+def print_report(report: Any, console: Any, verbose: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title=f"fna-deploy verify: {report.model} ({report.inputs}, batch {report.batch})")
-    for column in ("pair", "max abs", "mean abs", "rel L2", "cosine", "top-1", "result"):
+    columns = ["pair", "max abs", "mean abs", "rel L2", "cosine", "top-1"] + (["polygraphy"] if verbose else []) + ["result"]
+    for column in columns:
         table.add_column(column, justify="right" if column not in ("pair", "result") else "left")
     for p in report.pairs:
         if p.gating:
@@ -28,7 +30,8 @@ def print_report(report: Any, console: Any) -> None:
             verdict = "[dim]reported (FNA vs dense)[/dim]"
         table.add_row(
             f"{p.reference} vs {p.other}", f"{p.max_abs:.2e}", f"{p.mean_abs:.2e}", f"{p.rel_l2:.2e}", f"{p.cosine:.6f}",
-            "-" if p.top1_agreement is None else f"{100 * p.top1_agreement:.1f}%", verdict,
+            "-" if p.top1_agreement is None else f"{100 * p.top1_agreement:.1f}%",
+            *([str(p.polygraphy_passed)] if verbose else []), verdict,
         )
     console.print(table)
     for runner, reason in report.skipped.items():
@@ -43,17 +46,19 @@ def print_report(report: Any, console: Any) -> None:
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), help="A TensorRT engine to run (needs TensorRT, a GPU and --plugin).")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library for --engine.")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder of images, preprocessed as the model expects.")
-@click.option("--random", "random_n", type=click.IntRange(min=1), default=None, help="N random inputs (default 2 when no --images).")
+@random_option("N random inputs (default 2 when no --images).", dest="random_n")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per inference.")
 @click.option("--atol", type=FiniteFloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--rtol", type=FiniteFloatRange(min=0), default=1e-3, show_default=True)
 @click.option("--allow-degenerate", is_flag=True, help="Judge outputs that carry no signal (all equal, e.g. all zero) instead of failing.")
-@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write the comparison as JSON.")
+@report_option("Write the comparison as JSON to FILE.")
+@quiet_option()
+@verbose_option("Also print the polygraphy comparison of every pair.")
 @click.pass_context
 @user_errors
 def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
            onnx_path: Optional[str], engine_path: Optional[str], plugin: Optional[str], images: Optional[str],
-           random_n: Optional[int], batch: int, atol: float, rtol: float, allow_degenerate: bool, report_path: Optional[str],
+           random_n: Optional[int], batch: int, atol: float, rtol: float, allow_degenerate: bool, report_path: Optional[str], quiet: bool, verbose: bool,
            **fna: Any) -> None:
     """Check that every implementation of MODEL with FNA agrees with the PyTorch reference.
 
@@ -96,7 +101,7 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
     if onnx_meta is not None and resolution is None and _stored_resolution(onnx_meta) and (arch or model.startswith(("timm:", "hf:"))):
         resolution = _stored_resolution(onnx_meta)  # build the reference at the exported resolution
     console = Console()
-    with steps(Console(stderr=True)) as step:
+    with steps(Console(stderr=True), enabled=not quiet) as step:
         step("loading the model")
         module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
         info = model_info(module)
@@ -120,7 +125,7 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
                             model_label=model_label(model, arch), inputs_label=label, allow_degenerate=allow_degenerate)
     if report_path:
         report.write_json(report_path)
-    print_report(report, console)
+    print_report(report, console, verbose=verbose)
     if report.degenerate and not allow_degenerate:
         raise CliError(f"the reference output carries no signal ({report.degenerate}): any implementation would match it; "
                        "use real weights (--checkpoint) or images, or pass --allow-degenerate", exit_code=EXIT_FAILED)

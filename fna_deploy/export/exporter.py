@@ -69,7 +69,7 @@ class ExportReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["fna_nodes"] = self.fna_nodes
-        data["passed"] = self.passed
+        data["passed"] = self.passed if self.parity else None  # null: not checked (no parity run)
         return data
 
     def write_json(self, path: "str | Path") -> None:

@@ -10,7 +10,7 @@ from typing import Optional
 from torch import nn
 
 from ..config import FNAConfig
-from .base import Adapter, FNAState, LayerPlan, ModelInfo, PatchRecord, UnsupportedModelError, record_scores_before
+from .base import Adapter, FNAState, LayerPlan, ModelInfo, PatchRecord, UnsupportedModelError, record_block_input
 from .hf import HFAdapter
 from .timm import TimmAdapter
 from .torchvision import TorchvisionAdapter
@@ -84,7 +84,7 @@ def patch(model: nn.Module, config: Optional[FNAConfig] = None) -> nn.Module:
     if is_patched(model):
         unpatch(model)
 
-    state = FNAState()
+    state = FNAState(wants_scores=config.uses_scores, wants_residual=config.features == "input")
     undo: list = []
     try:
         blocks = adapter.blocks(model)
@@ -99,8 +99,8 @@ def patch(model: nn.Module, config: Optional[FNAConfig] = None) -> nn.Module:
                 last=position == len(layers) - 1,
             )
             adapter.patch_attention(model, index, plan, undo)
-            if selects and config.uses_scores:
-                record_scores_before(blocks[index], state, undo)
+            if selects and (config.uses_scores or config.features == "input"):
+                record_block_input(blocks[index], state, undo)
     except Exception:
         for change in reversed(undo):
             change.restore()

@@ -54,15 +54,20 @@ class ModelInfo:
 
 
 class FNAState:
-    """Carries landmark indices (and activation norms) between the FNA layers of one forward."""
+    """Carries landmark indices, and what the selecting block's input gave (activation norms, the
+    residual stream itself for ``features="input"``), between the FNA layers of one forward."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, wants_scores: bool = True, wants_residual: bool = False) -> None:
+        self.wants_scores = wants_scores
+        self.wants_residual = wants_residual
         self.idx: Optional[Tensor] = None
         self.scores: Optional[Tensor] = None
+        self.residual: Optional[Tensor] = None  # [B, N, C] entering the block, before its first norm
 
     def clear(self) -> None:
         self.idx = None
         self.scores = None
+        self.residual = None
 
 
 @dataclass
@@ -75,16 +80,22 @@ class LayerPlan:
     state: FNAState
     selects: bool  # computes landmarks (first FNA layer, or every one when resampling)
     last: bool  # clears the shared state afterwards
-    x_in: Optional[Tensor] = None  # set by adapters whose attention function never sees its input
 
-    def attend(self, q: Tensor, k: Tensor, v: Tensor, x_in: Optional[Tensor], scale: Optional[float]) -> Tensor:
-        """FNA attention for q, k, v [B,H,N,d]; ``x_in`` [B,N,C] is the attention module's input."""
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, scale: Optional[float]) -> Tensor:
+        """FNA attention for q, k, v [B,H,N,d].
+
+        Landmarks are selected on ``config.features``: q, k or v averaged over heads, or (``input``,
+        as the official FNA code) the residual stream entering the block, before its first norm.
+        """
         cfg = self.config
         if self.selects:
             if cfg.features == "input":
-                if x_in is None:
-                    raise RuntimeError(f"FNA layer {self.block_index}: the attention input was not recorded")
-                feats = x_in
+                feats = self.state.residual
+                if feats is None:
+                    raise RuntimeError(
+                        f"FNA layer {self.block_index}: the residual stream entering the block was not recorded; "
+                        "was the block's forward bypassed?"
+                    )
             else:
                 feats = {"q": q, "k": k, "v": v}[cfg.features].mean(dim=1)
             scores = self.state.scores if cfg.uses_scores else None
@@ -162,8 +173,9 @@ def bind_forward(module: nn.Module, function: Callable[..., Any], plan: Any, und
     set_instance_attr(module, "forward", types.MethodType(function, module), undo)
 
 
-def _scores_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
-    """A block forward that first stores the norms of the residual stream entering it."""
+def _block_input_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+    """A block forward that first records the residual stream entering it (its norms, and/or the
+    stream itself, as the FNAState at ``_fna_plan`` wants)."""
     if args:
         hidden = args[0]
     else:
@@ -172,13 +184,18 @@ def _scores_forward(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
         hidden = hidden[0]
     if not isinstance(hidden, Tensor):
         raise RuntimeError(f"FNA: cannot find the residual stream among the inputs of {type(self).__name__}")
-    self._fna_plan.scores = hidden.float().norm(dim=-1)
+    state: FNAState = self._fna_plan
+    if state.wants_scores:
+        state.scores = hidden.float().norm(dim=-1)
+    if state.wants_residual:
+        state.residual = hidden
     return type(self).forward(self, *args, **kwargs)
 
 
-def record_scores_before(block: nn.Module, state: FNAState, undo: list[AttrChange]) -> None:
-    """Make ``block`` store the norms of the residual stream entering it in ``state.scores``."""
-    bind_forward(block, _scores_forward, state, undo)
+def record_block_input(block: nn.Module, state: FNAState, undo: list[AttrChange]) -> None:
+    """Make ``block`` record the residual stream entering it in ``state`` (``scores``: its norms;
+    ``residual``: the stream itself), as ``state.wants_scores`` / ``wants_residual`` say."""
+    bind_forward(block, _block_input_forward, state, undo)
 
 
 class Adapter:

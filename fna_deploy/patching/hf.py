@@ -15,7 +15,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from .base import Adapter, AttrChange, LayerPlan, ModelInfo, UnsupportedModelError, bind_forward, set_instance_attr, to_pair
+from .base import Adapter, AttrChange, LayerPlan, ModelInfo, UnsupportedModelError, set_instance_attr, to_pair
 
 ATTN_IMPLEMENTATION = "fna_deploy"
 
@@ -48,8 +48,7 @@ def _fna_attention_function(
         raise RuntimeError(f"{type(module).__name__} asked for FNA attention but was not patched by fna-deploy")
     # attention_mask is ignored: vision encoders have no padding, and the mask transformers
     # builds from attention_mask=None (materialised while tracing) lets every token attend.
-    x_in, plan.x_in = plan.x_in, None
-    out = plan.attend(query, key, value, x_in, scaling)
+    out = plan.attend(query, key, value, scaling)
     return out.transpose(1, 2).contiguous(), None
 
 
@@ -154,14 +153,8 @@ class HFAdapter(Adapter):
                 f"{type(model).__name__}: this transformers version does not route attention through "
                 "config._attn_implementation; fna-deploy needs transformers >= 4.48"
             )
-        bind_forward(attn, _stash_input_forward, plan, undo)
+        set_instance_attr(attn, "_fna_plan", plan, undo)
         set_instance_attr(attn, "config", private, undo)
-
-
-def _stash_input_forward(self: nn.Module, hidden_states: Tensor, *args: Any, **kwargs: Any) -> Any:
-    """The attention module's own forward, keeping its input for ``features="input"``."""
-    self._fna_plan.x_in = hidden_states
-    return type(self).forward(self, hidden_states, *args, **kwargs)
 
 
 def hf_forward_output(output: Any) -> Tensor:

@@ -82,7 +82,7 @@ def _fna_forward(self: nn.Module, x: Tensor, attn_mask: Optional[Tensor] = None,
     qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
     q, k = self.q_norm(q), self.k_norm(k)
-    out = plan.attend(q, k, v, x, self.scale)
+    out = plan.attend(q, k, v, self.scale)
     out = out.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
     out = self.norm(out)
     if gate is not None:

@@ -75,6 +75,6 @@ def _fna_forward(
     qkv = F.linear(query, self.in_proj_weight, self.in_proj_bias)
     qkv = qkv.reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
     q, k, v = qkv.unbind(0)
-    out = plan.attend(q, k, v, query, self.head_dim**-0.5)
+    out = plan.attend(q, k, v, self.head_dim**-0.5)
     out = out.transpose(1, 2).reshape(b, n, c)
     return self.out_proj(out), None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 
 import pytest
 from click.testing import CliRunner
@@ -28,6 +29,9 @@ def test_run_writes_every_artifact(chain):
     assert (out / "vit_tiny_patch16_224_fna.onnx").exists() and (out / "vit_tiny_patch16_224_fna_trt.onnx").exists()
     assert report["export"]["portable"]["fna_nodes"] == {"FnaLandmarks": 1, "NystromAttention": 2}
     assert all(p["passed"] for p in report["export"]["portable"]["parity"])
+    assert report["export"]["portable"]["passed"] is True
+    assert report["export"]["trt"]["parity"] == [] and report["export"]["trt"]["passed"] is None  # not checked
+    assert stat.S_IMODE((out / "run_report.json").stat().st_mode) == stat.S_IMODE((out / "vit_tiny_patch16_224_fna.onnx").stat().st_mode)
     pairs = {p["other"]: p for p in report["verify"]["pairs"]}
     assert pairs["onnxrt"]["passed"] and not pairs["torch-dense"]["gating"]
     assert {s["backend"] for s in report["bench"]["speedups"]} == {"torch", "onnxrt"}
@@ -48,7 +52,7 @@ def test_served_model_matches_with_the_printed_infer_command(chain):
     """The summary's infer command, run against a live server on the run's repository, passes."""
     import shlex
 
-    from ..test_triton import _server_binary_or_skip
+    from ..triton.conftest import _server_binary_or_skip
 
     out, _result = chain
     report = json.loads((out / "run_report.json").read_text())

@@ -19,7 +19,7 @@ pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritoncl
 from fna_deploy import triton as tr  # noqa: E402
 from fna_deploy.cli import cli  # noqa: E402
 
-from ..test_triton import fake_engine, tiny_onnx  # noqa: E402
+from ..triton.conftest import fake_engine, tiny_onnx  # noqa: E402
 
 
 def invoke(*args):
@@ -169,7 +169,7 @@ def test_serve_infer_compare_and_sigterm(served_repo, serve_process):
 
     model = served_repo / "tiny.pt"
     # the served FNA config (recorded in config.pbtxt) is applied to the PyTorch model: exact match
-    result = invoke("infer", url, "tiny", "--batch", "3", "--compare", model, "--allow-pickle", "--json", served_repo / "r.json")
+    result = invoke("infer", url, "tiny", "--batch", "3", "--compare", model, "--allow-pickle", "--report", served_repo / "r.json")
     assert result.exit_code == 0, result.output
     assert "output [3, 10] float32" in result.output and "(FNA served config): ok" in result.output
     import json

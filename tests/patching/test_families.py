@@ -153,3 +153,45 @@ def test_deepcopy_of_patched_model_is_independent():
         fd.unpatch(clone)
         assert is_patched(model) and not is_patched(clone)
         assert torch.equal(model(x), ref)
+
+
+def test_input_features_are_the_residual_stream_entering_the_block(family, monkeypatch):
+    """features="input" means what it means in the official FNA code: farthest-point sampling on
+    the residual stream entering the block, before its first norm (not the normalised attention
+    input). The stream is recorded here by an independent forward pre-hook, and the landmarks
+    are checked against the spec implementation of landmark selection."""
+    from fna_deploy.patching import base as patch_base
+
+    from ..ops.test_landmarks import spec_landmarks
+
+    _name, model, x, _fam, prefix = family
+    calls = []
+    real = patch_base.select_landmarks
+
+    def recording(features, m, **kwargs):
+        calls.append(features.detach().clone())
+        return real(features, m, **kwargs)
+
+    monkeypatch.setattr(patch_base, "select_landmarks", recording)
+    blocks = find_adapter(model).blocks(model)
+    layer = len(blocks) - 1
+    captured = []
+
+    def hook(module, args, kwargs):
+        hidden = args[0] if args else next(v for v in kwargs.values() if isinstance(v, torch.Tensor))
+        captured.append((hidden[0] if isinstance(hidden, tuple) else hidden).detach().clone())
+
+    handle = blocks[layer].register_forward_pre_hook(hook, with_kwargs=True)
+    m = 6
+    fd.patch(model, fd.FNAConfig(num_landmarks=m, layers=[layer], features="input"))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        handle.remove()
+        fd.unpatch(model)
+    assert len(calls) == 1 and len(captured) == 1
+    residual = captured[0]
+    assert calls[0].shape == residual.shape and torch.equal(calls[0], residual)
+    expected = spec_landmarks(residual, m, num_prefix=prefix)
+    assert torch.equal(real(residual, m, num_prefix=prefix), expected)

@@ -1,0 +1,100 @@
+"""The flag vocabulary every command speaks (docs/cli.md), and hidden aliases for old spellings.
+
+    --report FILE        write the command's JSON report to FILE
+    --json               print JSON to stdout instead of a table (no file)
+    --random N           N random inputs
+    -q, --quiet          no progress display, only results and errors
+    -v, --verbose        more detail (library and server logs)
+    --device auto|cpu|cuda   default auto: cuda when a GPU is here, else cpu
+
+An old spelling stays for one release as a hidden option: using it prints one deprecation line on
+stderr and does what the new spelling does (:func:`renamed`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import click
+
+DEVICES = ("auto", "cpu", "cuda")
+# the spellings the vocabulary test holds every command to: flag -> (what it means, its parameter)
+VOCABULARY = {
+    "--report": "FILE: write the JSON report there",
+    "--json": "switch: print JSON to stdout",
+    "--random": "N: that many random inputs",
+    "--quiet": "-q: no progress display",
+    "--verbose": "-v: more detail",
+    "--device": "auto|cpu|cuda, default auto",
+}
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def report_option(help: str = "Write the report as JSON to FILE.") -> Decorator:
+    return click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE", help=help)
+
+
+def json_option(help: str = "Print JSON to stdout instead of a table.") -> Decorator:
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def random_option(help: str, dest: str = "random_count") -> Decorator:
+    return click.option("--random", dest, type=click.IntRange(min=1), metavar="N", default=None, help=help)
+
+
+def quiet_option(help: str = "No progress display; print only results and errors.") -> Decorator:
+    return click.option("-q", "--quiet", is_flag=True, help=help)
+
+
+def verbose_option(help: str = "More detail.") -> Decorator:
+    return click.option("-v", "--verbose", is_flag=True, help=help)
+
+
+def device_option(help: str = "Where torch runs: auto picks cuda when a GPU is here, else cpu.") -> Decorator:
+    return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help=help)
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` without one is refused."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from ..cli import CliError
+
+        raise CliError("--device cuda: no CUDA GPU is available here; use --device cpu (or auto)")
+    return device
+
+
+def deprecated(old: str, new: str) -> None:
+    """One line on stderr: ``old`` still works for this release; ``new`` is the spelling to use."""
+    click.echo(f"note: {old} is deprecated and goes away in the next release; use {new}", err=True)
+
+
+def renamed(old: str, new: str, dest: str, *, is_flag: bool = False, value: Any = None, type: Any = None,
+            convert: Optional[Callable[[Any], Any]] = None) -> Decorator:
+    """A hidden ``old`` option that sets parameter ``dest`` as the ``new`` spelling would.
+
+    ``is_flag``: the old spelling was a switch; it sets ``dest`` to ``value``. ``convert`` maps an
+    old value to the new one. The new spelling wins when both are given. Place it below
+    ``@click.command`` like any option.
+    """
+    hidden = "_old_" + old.lstrip("-").replace("-", "_")
+
+    def decorator(func: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            given = kwargs.pop(hidden, None)
+            if given is not None and given is not False:
+                deprecated(old, new)
+                if kwargs.get(dest) in (None, False, ()):
+                    kwargs[dest] = value if is_flag else (convert(given) if convert else given)
+            return func(*args, **kwargs)
+
+        option = click.option(old, hidden, hidden=True, is_flag=is_flag, default=None, type=type, expose_value=True)
+        return option(wrapper)
+
+    return decorator
