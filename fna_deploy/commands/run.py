@@ -88,6 +88,12 @@ def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle
     out = Path(outdir) if outdir else Path(f"fna-run-{name}")
     if (out / "triton" / name).exists() and not force:
         raise CliError(f"{out / 'triton' / name} already exists; pass --force to overwrite it or choose another --outdir")
+    if (out / "triton" / name).exists():
+        from ..triton import MARKER, is_fna_model_folder
+
+        if not is_fna_model_folder(out / "triton" / name):
+            raise CliError(f"{out / 'triton' / name} was not written by fna-deploy (no {MARKER} in it), so --force does not "
+                           "replace it; move it away yourself or choose another --outdir")
     # how `fna-deploy infer --compare` can rebuild this model once it is served
     save_weights = arch is None and checkpoint is None and model.startswith("timm:")
     if save_weights:  # random weights: keep them, or nothing could reproduce the served model

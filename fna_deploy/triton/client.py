@@ -27,7 +27,7 @@ def normalise_url(url: str) -> str:
                 raise ValueError("https URLs are not supported here; the local server speaks plain HTTP")
             url = url[len(prefix):]
     url = url.rstrip("/")
-    if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d+$", url):
+    if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d+", url):
         raise ValueError(f"server URL {url!r} should be host:port (e.g. 127.0.0.1:8000)")
     return url
 

@@ -15,7 +15,7 @@ import pytest
 
 from fna_deploy.export.graph import save_atomic
 
-from ..test_triton import tiny_onnx
+from ..triton.conftest import tiny_onnx
 
 ROOT = Path(__file__).resolve().parents[2]
 
