@@ -170,6 +170,10 @@ def run_bench(
     workdir: Optional[str] = None,
 ) -> BenchReport:
     """Benchmark dense vs FNA for each resolution; ``load(resolution)`` builds the model."""
+    if workdir is None:  # exports go to a temporary folder of our own, removed on every exit path
+        options = dict(locals())
+        with tempfile.TemporaryDirectory(prefix="fna-bench-") as own:
+            return run_bench(**{**options, "workdir": own})
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")
