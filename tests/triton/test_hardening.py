@@ -107,3 +107,23 @@ def test_a_repository_path_with_a_space_serves_and_load_mode_checks_every_answer
         assert bad.exit_code == 2 and bad.stderr.startswith("error: model 'nope' is not ready")
     assert list(own_tmp.iterdir()) == []  # stopped: the server's work folder is gone
     assert not glob.glob(os.path.join(str(own_tmp), "fna-triton-*"))
+
+
+def test_interrupted_or_failed_starts_leave_no_work_folder(tmp_path, own_tmp, monkeypatch):
+    binary = _server_binary_or_skip()
+    repo = tmp_path / "repo"
+    write_repository(tiny_onnx(tmp_path / "m.onnx"), repo, RepositoryOptions(name="vit", backend="python"))
+    server = tr.TritonServer(repo, binary=binary, log_path=tmp_path / "no_such_dir" / "server.log")
+    with pytest.raises(OSError):
+        server.start(timeout=30)  # the log cannot be opened
+    assert list(own_tmp.iterdir()) == []
+
+    def interrupted(self, timeout):
+        raise KeyboardInterrupt  # Ctrl-C (or SIGTERM through the CLI) while the server starts
+
+    monkeypatch.setattr(tr.TritonServer, "wait_ready", interrupted)
+    server = tr.TritonServer(repo, binary=binary)
+    with pytest.raises(KeyboardInterrupt):
+        server.start(timeout=30)
+    assert server.process is not None and server.process.poll() is not None  # stopped
+    assert list(own_tmp.iterdir()) == []
