@@ -142,6 +142,9 @@ def cause_line(log: str) -> Optional[str]:
     model that failed to load, else the first error line (Triton's E... prefix removed)."""
     errors = [line.strip() for line in log.splitlines() if line.startswith("E") and _LOG_PREFIX.match(line)]
     errors += [line.strip() for line in log.splitlines() if line.startswith("error:")]
+    # CPU-only machines log these on every start; they are never the reason a server did not come up
+    benign = ("CudaDriverHelper", "pinned system memory", "peer access", "CUDA driver", "GPU")
+    errors = [line for line in errors if not any(b in line for b in benign)]
     if not errors:
         return None
     loading = [line for line in errors if "failed to load" in line or "unable to find backend" in line.lower()]
