@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import subprocess
 import sys
 
@@ -41,6 +42,13 @@ def test_cli_writes_report_and_plots(pickled_model, tmp_path):
     # the printed command names the analysed model, ready to paste
     assert f"fna-deploy export {pickled_model} --allow-pickle --landmarks 8 --layers 0-1" in result.output
     assert len(list((tmp_path / "plots").glob("*.png"))) == 3
+    # no TTY here: progress is one line per stage with the elapsed time (stderr)
+    assert "s] loading the model" in result.output and "s] probing layers" in result.output
+    # reports and plots get the permissions any other output gets (not mkstemp's 0600)
+    (tmp_path / "plain").write_text("x")
+    plain = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    assert stat.S_IMODE(report.stat().st_mode) == plain
+    assert {stat.S_IMODE(f.stat().st_mode) for f in (tmp_path / "plots").glob("*.png")} == {plain}
 
 
 def test_cli_on_an_image_directory(tmp_path):
