@@ -93,7 +93,8 @@ def as_cli_error(exc: BaseException) -> "CliError | None":
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where = f" writing {exc.filename}" if exc.filename else ""
         return CliError(f"no space left on the device{where}; free some space or write the output elsewhere")
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
+            text in str(exc).lower() for text in ("can't allocate memory", "out of memory", "cannot allocate memory"))):
         return CliError("ran out of memory; try a smaller --resolution or --batch")
     if isinstance(exc, (ValueError, OSError)):
         return CliError(_sentence(exc))

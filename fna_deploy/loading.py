@@ -121,6 +121,13 @@ def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -
         model = timm.create_model(name, pretrained=False, **kwargs)
     except TypeError as exc:
         raise ModelLoadError(f"timm model {name!r} cannot be built with {kwargs}: {exc}") from None
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    patch_px = max(patch) if isinstance(patch, (tuple, list)) else patch
+    if img_size is not None and isinstance(patch_px, int) and img_size < patch_px:
+        raise ModelLoadError(
+            f"resolution {img_size} px is smaller than one {patch_px} px patch of {name}; use at least {patch_px} "
+            f"(a multiple of {patch_px}, e.g. {patch_px * 14})"
+        )
     if checkpoint is not None:
         state_dict = load_state_dict_file(checkpoint)
         # timm's own filter remaps original-repo key names and resizes position embeddings

@@ -88,6 +88,7 @@ def test_pickled_module_needs_allow_pickle(tmp_path):
         ("missing.pt2", {}, "'missing.pt2' does not exist"),
         ("hf:", {}, "no directory"),
         ("timm:vit_tiny_patch16_224", {"img_size": -3}, "img_size must be a positive int"),
+        ("timm:vit_tiny_patch16_224", {"img_size": 8}, "resolution 8 px is smaller than one 16 px patch"),
         ("timm:vit_tiny_patch16_224", {"checkpoint": "nope.safetensors"}, "checkpoint 'nope.safetensors' does not exist"),
     ],
 )

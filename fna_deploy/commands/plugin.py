@@ -47,7 +47,7 @@ def build_cmd(output: Optional[Path], cuda_arch: Optional[str], cpu_only: bool, 
         result = native.build(output, cuda_arch=cuda_arch, cpu_only=cpu_only, tensorrt_root=tensorrt_root,
                               jobs=jobs, log=log, verbose=verbose)
     except native.NativeLibraryError as exc:
-        raise CliError(str(exc), exit_code=1) from None
+        raise CliError(str(exc)) from None  # a failed build is not a parity verdict: exit 2
     click.echo(f"build directory: {result.build_dir}")
     click.echo(f"native library:  {result.library}")
     if result.cuda:

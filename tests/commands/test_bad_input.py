@@ -192,3 +192,15 @@ def test_unexpected_errors_name_the_command_and_exit_2(monkeypatch):
     assert result.exit_code == 2
     assert re.fullmatch(r"error: fna-deploy info stopped on an unexpected RuntimeError: something broke; .*--debug.*\n", result.stderr)
 
+
+
+def test_resource_errors_are_sentences():
+    import errno
+
+    from fna_deploy.cli import as_cli_error
+
+    full = as_cli_error(OSError(errno.ENOSPC, "No space left on device", "out.onnx"))
+    assert full.exit_code == 2 and full.format_message() == "no space left on the device writing out.onnx; free some space or write the output elsewhere"
+    memory = as_cli_error(RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried"))
+    assert memory.exit_code == 2 and memory.format_message().startswith("ran out of memory; try a smaller --resolution")
+    assert as_cli_error(RuntimeError("something else")) is None  # unexpected: the boundary names the command instead
