@@ -90,6 +90,7 @@ except BaseException as exc:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["source.onnx"]
 
 
+@pytest.mark.slow  # a real export before the signal
 def test_sigterm_during_cli_export_leaves_nothing(tmp_path):
     script = SLOW_WRITE + """
 from fna_deploy.cli import main

@@ -87,7 +87,7 @@ def _server_binary_or_skip():
     return binary
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one export for every live-server test
 def tiny_fna(tmp_path_factory):
     """A depth-2 ViT-Tiny at 32 px (5 tokens) exported with FNA (m=3) in its last block."""
     import torch

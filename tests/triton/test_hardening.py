@@ -83,8 +83,9 @@ def test_a_repository_path_with_a_space_serves_and_load_mode_checks_every_answer
         import fna_deploy as fd
 
         pixels = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
-        reference = fd.patch(model, config)(torch.from_numpy(pixels)).detach().numpy()
-        fd.unpatch(model)
+        import copy
+
+        reference = fd.patch(copy.deepcopy(model), config)(torch.from_numpy(pixels)).detach().numpy()  # the fixture is shared
 
         def check(answer):
             return None if np.abs(answer - reference).max() <= 1e-4 * max(1.0, np.abs(reference).max()) else "differs"
