@@ -118,7 +118,7 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL", verbose: 
 @click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection.")
 @click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")
-@click.option("--min-saving", type=click.FloatRange(min=0, max=1, max_open=True), default=0.10, show_default=True,
+@click.option("--min-saving", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.10, show_default=True,
               help="Advise staying dense when the best config saves less than this fraction of the FLOPs (0: off).")
 @click.option("--break-even-tokens", type=click.IntRange(min=0), default=800, show_default=True,
               help="Advise staying dense below this many tokens (measured on CPU for ViT-B/16, docs/benchmarks.md; 0: off).")

@@ -9,6 +9,7 @@ import click
 
 from ..cli import CliError, user_errors
 from ..trt.shapes import profile_from_flags
+from .common import FiniteFloatRange
 from .options import deprecated, quiet_option, verbose_option
 
 
@@ -22,7 +23,7 @@ from .options import deprecated, quiet_option, verbose_option
 @click.option("--min-shapes", multiple=True, metavar="NAME:DxDxD,...", help="Profile minimum (trtexec syntax); with --max-shapes, and --opt-shapes (default: max).")
 @click.option("--opt-shapes", multiple=True, metavar="NAME:DxDxD,...", help="Profile optimum (trtexec syntax).")
 @click.option("--max-shapes", multiple=True, metavar="NAME:DxDxD,...", help="Profile maximum (trtexec syntax).")
-@click.option("--workspace", type=click.FloatRange(min=0.1), default=4.0, show_default=True, help="Builder workspace in GiB.")
+@click.option("--workspace", type=FiniteFloatRange(min=0.1), default=4.0, show_default=True, help="Builder workspace in GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file to load and update (faster rebuilds).")
 @verbose_option("TensorRT builder logs.")
 @quiet_option("Print only the engine and sidecar paths.")

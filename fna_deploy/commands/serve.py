@@ -9,6 +9,7 @@ from typing import Optional
 import click
 
 from ..cli import CliError, user_errors
+from .common import FiniteFloatRange
 from .options import quiet_option, verbose_option
 
 PORT = click.IntRange(1, 65535)
@@ -19,7 +20,7 @@ PORT = click.IntRange(1, 65535)
 @click.option("--http-port", type=PORT, default=8000, show_default=True)
 @click.option("--grpc-port", type=PORT, default=8001, show_default=True)
 @click.option("--metrics-port", type=PORT, default=8002, show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait for all models to load.")
+@click.option("--timeout", type=FiniteFloatRange(min=1), default=300, show_default=True, help="Seconds to wait for all models to load.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Write the server's log to this file (default: a temporary file, shown on failure).")
 @verbose_option("Verbose server log.")
 @quiet_option("Print only the ready line and the URLs.")
