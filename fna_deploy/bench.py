@@ -470,6 +470,10 @@ def run_bench(
     PyTorch reference), ``reference`` (always the reference), ``both`` (time both on CUDA).
     ``log`` receives one line per noteworthy event (a graph falling back to eager).
     """
+    if workdir is None:  # exports go to a temporary folder of our own, removed on every exit path
+        options = dict(locals())
+        with tempfile.TemporaryDirectory(prefix="fna-bench-") as own:
+            return run_bench(**{**options, "workdir": own})
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")

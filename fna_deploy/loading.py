@@ -7,9 +7,10 @@ random weights unless ``checkpoint`` names a ``.safetensors`` or state-dict ``.p
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 from torch import nn
@@ -120,6 +121,13 @@ def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -
         model = timm.create_model(name, pretrained=False, **kwargs)
     except TypeError as exc:
         raise ModelLoadError(f"timm model {name!r} cannot be built with {kwargs}: {exc}") from None
+    patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
+    patch_px = max(patch) if isinstance(patch, (tuple, list)) else patch
+    if img_size is not None and isinstance(patch_px, int) and img_size < patch_px:
+        raise ModelLoadError(
+            f"resolution {img_size} px is smaller than one {patch_px} px patch of {name}; use at least {patch_px} "
+            f"(a multiple of {patch_px}, e.g. {patch_px * 14})"
+        )
     if checkpoint is not None:
         state_dict = load_state_dict_file(checkpoint)
         # timm's own filter remaps original-repo key names and resizes position embeddings
@@ -134,6 +142,33 @@ def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -
                 ) from None
         _load_into(model, state_dict, checkpoint)
     return model
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def _hf_weights(path: Path) -> str:
+    """Which weights a save_pretrained folder holds: "safetensors" (preferred) or "bin" (then every
+    .bin shard must load with weights_only=True: a pickle that needs more is refused)."""
+    if any(path.glob("*.safetensors")):
+        return "safetensors"
+    shards = sorted(path.glob("pytorch_model*.bin"))
+    if not shards:
+        raise ModelLoadError(
+            f"{str(path)!r} has a config.json but no weights (model.safetensors or pytorch_model.bin); "
+            "save the model with save_pretrained into that folder"
+        )
+    for shard in shards:
+        try:
+            torch.load(shard, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as exc:
+            raise ModelLoadError(
+                f"{str(shard)!r} does not load with weights_only=True ({type(exc).__name__}): it holds more than plain "
+                "tensors, and unpickling it would run code; convert the folder to safetensors (save_pretrained)"
+            ) from None
+    return "bin"
 
 
 def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]) -> nn.Module:
@@ -151,7 +186,13 @@ def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]
         raise ModelLoadError("hf: models need transformers; install it with: pip install 'fna-deploy[hf]'") from None
     from .patching.hf import HFVisionModel
 
-    config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    try:
+        config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{str(path / 'config.json')!r} is not a readable model config ({type(exc).__name__}); "
+            "re-save the folder with save_pretrained"
+        ) from None
     model_type = getattr(config, "model_type", None)
     if model_type not in _HF_DEFAULT_CLASS:
         raise ModelLoadError(
@@ -160,7 +201,14 @@ def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]
         )
     archs = [a for a in (getattr(config, "architectures", None) or []) if a in _HF_ARCHITECTURES]
     cls = getattr(transformers, archs[0] if archs else _HF_DEFAULT_CLASS[model_type])
-    model = cls.from_pretrained(str(path), local_files_only=True)
+    weights = _hf_weights(path)
+    try:
+        model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=weights == "safetensors")
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{directory!r}: the weights do not load into {cls.__name__} ({type(exc).__name__}: {_first_line(exc)}); "
+            "re-save the folder with save_pretrained"
+        ) from None
     if checkpoint is not None:
         _load_into(model, load_state_dict_file(checkpoint), checkpoint)
     return HFVisionModel(model, img_size, source_dir=str(path))
@@ -182,10 +230,113 @@ def _load_pickled(path: Path, allow_pickle: bool) -> nn.Module:
             f"{str(path)!r} holds weights only, not a model; name the architecture: "
             f"--arch timm:NAME (API: load_model('timm:NAME', checkpoint={str(path)!r}))"
         )
-    obj = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a torch.save file ({type(exc).__name__}); give a .pt written by torch.save(model)"
+        ) from None
     if not isinstance(obj, nn.Module):
         raise ModelLoadError(f"{str(path)!r} unpickled to a {type(obj).__name__}, not a torch.nn.Module")
     return obj
+
+
+def _loads_weights_only(data: bytes) -> bool:
+    """Whether a torch.save blob loads as plain data (tensors, containers), running no code."""
+    import io
+
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
+def pt2_code_entries(path: "str | os.PathLike[str]") -> list[str]:
+    """The entries of a ``.pt2`` archive that would run code when loaded: pickled weights or
+    constants, pickled custom/opaque objects, AOTInductor shared libraries, and torch.save blobs
+    that need more than ``weights_only`` unpickling. Reads the archive without unpickling anything.
+
+    Raises ModelLoadError when the file is not a zip archive at all.
+    """
+    import json
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a torch.export archive ({exc}); give a file written by torch.export.save"
+        ) from None
+    found: list[str] = []
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            inner = name.split("/", 1)[1] if "/" in name else name  # archives keep everything under one top folder
+            if inner.startswith("data/aotinductor/") or inner.endswith(".so"):
+                found.append(f"{name} (compiled code)")
+            elif inner.endswith("_config.json") and inner.startswith(("data/weights/", "data/constants/")):
+                try:
+                    config = json.loads(archive.read(info)).get("config", {})
+                except (ValueError, AttributeError):
+                    found.append(f"{name} (unreadable)")
+                    continue
+                for fqn, meta in config.items():
+                    kind = str(meta.get("path_name", ""))
+                    if meta.get("use_pickle") or kind.startswith(("custom_obj", "opaque_obj")):
+                        found.append(f"{fqn} in {name} (pickled)")
+            elif inner.endswith((".pt", ".pkl")) or "/serialized_" in f"/{inner}":
+                if not inner.endswith(".json") and not _loads_weights_only(archive.read(info)):
+                    found.append(f"{name} (pickled object)")
+    return found
+
+
+def _load_pt2(path: Path, allow_pickle: bool) -> nn.Module:
+    if not allow_pickle:
+        entries = pt2_code_entries(path)
+        if entries:
+            more = f" and {len(entries) - 1} more" if len(entries) > 1 else ""
+            raise ModelLoadError(
+                f"{str(path)!r} carries entries that run code when loaded ({entries[0]}{more}); if you trust its "
+                "source pass --allow-pickle (allow_pickle=True), otherwise re-save it with plain tensor weights"
+            )
+    try:
+        with _no_unpickling(enabled=not allow_pickle):
+            program = torch.export.load(str(path))
+        # exported programs are already in inference form: .eval() is not supported on them
+        return program.module()
+    except _UnpicklingRefused as exc:
+        raise ModelLoadError(f"{str(path)!r}: {exc}") from None
+    except Exception as exc:
+        raise ModelLoadError(f"{str(path)!r} is not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
+
+
+class _UnpicklingRefused(ModelLoadError):
+    pass
+
+
+@contextlib.contextmanager
+def _no_unpickling(enabled: bool = True) -> Iterator[None]:
+    """While active, ``torch.load`` only loads plain data (weights_only=True), whatever its caller
+    asks: a second line of defence behind :func:`pt2_code_entries` for formats it does not know."""
+    if not enabled:
+        yield
+        return
+    original = torch.load
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("weights_only") is False:
+            raise _UnpicklingRefused(
+                "the archive asks to unpickle code; if you trust its source pass --allow-pickle (allow_pickle=True)"
+            )
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    torch.load = guarded  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        torch.load = original  # type: ignore[assignment]
 
 
 def load_model(
@@ -228,11 +379,7 @@ def load_model(
                 f"(API: load_model('timm:NAME', checkpoint={text!r}))"
             )
         if suffix == ".pt2":
-            try:
-                # exported programs are already in inference form: .eval() is not supported on them
-                model = torch.export.load(str(path)).module()
-            except Exception as exc:
-                raise ModelLoadError(f"{text!r} is not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
+            model = _load_pt2(path, allow_pickle)
             _check_own_resolution(model, text, img_size)
             return model
         model = _load_pickled(path, allow_pickle)

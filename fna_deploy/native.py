@@ -70,6 +70,30 @@ def read_build_info(build_dir: "Path | str | None" = None) -> Optional[dict[str,
         return None
 
 
+PLUGIN_FILE_PATTERN = r"libfna[A-Za-z0-9_.-]*\.so(\.[0-9]+)*"
+
+
+def check_plugin_library(path: "str | os.PathLike[str]", flag: str = "--plugin") -> Path:
+    """A plugin library a user names: an existing ELF shared library named like the fna libraries
+    (libfna*.so), or ValueError with one sentence. Nothing else is loaded or copied as a plugin."""
+    import re
+
+    path = Path(path)
+    hint = "build it with 'fna-deploy plugin build' and give the path 'fna-deploy plugin path' prints"
+    if not path.exists():
+        raise ValueError(f"{flag} {str(path)!r} does not exist; {hint}")
+    if not path.is_file():
+        raise ValueError(f"{flag} {str(path)!r} is not a file; {hint}")
+    if not re.fullmatch(PLUGIN_FILE_PATTERN, path.name):
+        raise ValueError(f"{flag} {str(path)!r} is not named like an fna plugin library ({TRT_PLUGIN_NAME}); {hint}")
+    with open(path, "rb") as fh:
+        header = fh.read(18)
+    order = "little" if header[5:6] == b"\x01" else "big"
+    if len(header) < 18 or header[:4] != b"\x7fELF" or int.from_bytes(header[16:18], order) != 3:  # ET_DYN
+        raise ValueError(f"{flag} {str(path)!r} is not a shared library (ELF .so); {hint}")
+    return path
+
+
 def find_library(build_dir: "Path | str | None" = None) -> Optional[Path]:
     """Path of the built ``libfna.so`` (C API: CPU reference + CUDA kernels), or None."""
     build = Path(build_dir or default_build_dir())

@@ -109,10 +109,12 @@ class VerifyReport:
     runners: list[str]
     pairs: list[PairResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    degenerate: Optional[str] = None  # why the reference output carries no signal, if it does not
+    allow_degenerate: bool = False
 
     @property
     def passed(self) -> bool:
-        return all(p.passed for p in self.pairs if p.gating)
+        return all(p.passed for p in self.pairs if p.gating) and (self.degenerate is None or self.allow_degenerate)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -124,6 +126,7 @@ class VerifyReport:
             "runners": self.runners,
             "pairs": [p.to_dict() for p in self.pairs],
             "skipped": self.skipped,
+            "degenerate": self.degenerate,
             "passed": self.passed,
         }
 
@@ -131,6 +134,19 @@ class VerifyReport:
         from .utils import write_text_atomic
 
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def degenerate_output(outputs: Sequence[np.ndarray]) -> Optional[str]:
+    """Why ``outputs`` carry no signal for a comparison (every value equal, e.g. all zero), or None.
+    Any implementation "matches" such an output, so a parity verdict on it means nothing."""
+    values = np.concatenate([np.asarray(o, dtype=np.float64).ravel() for o in outputs]) if len(outputs) else np.zeros(0)
+    if values.size == 0:
+        return "the output is empty"
+    if not np.isfinite(values).all():
+        return None  # not degenerate but broken: the comparison itself reports it
+    if values.max() == values.min():
+        return "every output value is 0" if values.max() == 0 else f"every output value equals {values.max():g}"
+    return None
 
 
 def pair_metrics(reference: list[np.ndarray], other: list[np.ndarray]) -> dict[str, Any]:
@@ -165,10 +181,12 @@ def verify(
     model_label: str = "model",
     inputs_label: str = "random",
     device: str = "cpu",
+    allow_degenerate: bool = False,
 ) -> VerifyReport:
     """Run every available runner on ``feeds`` (float32 [B, C, H, W] arrays) and compare.
 
     ``model`` must be patched (the FNA reference). The dense runner uses an unpatched copy.
+    A reference output without signal (all values equal) fails the report unless ``allow_degenerate``.
     """
     import polygraphy.comparator as comparator
     from polygraphy.comparator import Comparator
@@ -193,6 +211,8 @@ def verify(
     report.runners = [r.name for r in runners]
     results = Comparator.run(runners, data_loader=[{INPUT_NAME: f.astype(np.float32)} for f in feeds])
     outputs = {name: [it[OUTPUT_NAME] for it in iterations] for name, iterations in results}
+    report.degenerate = degenerate_output(outputs[REFERENCE])
+    report.allow_degenerate = allow_degenerate
     simple = getattr(comparator, "SimpleCompareFunc", None)  # polygraphy >= 0.50; CompareFunc.simple before
     compare = simple(atol=atol, rtol=rtol) if simple else comparator.CompareFunc.simple(atol=atol, rtol=rtol)
     for other in report.runners[1:]:

@@ -147,3 +147,50 @@ def test_bench_cli(tmp_path):
 def test_bench_bad_input(args, message):
     result = CliRunner().invoke(cli, ["bench", "timm:vit_tiny_patch16_224", *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_verify_reads_the_fna_config_from_the_onnx(exported, monkeypatch):
+    _depth2(monkeypatch)
+    args = ["verify", str(exported / "w.safetensors"), "--arch", "timm:vit_tiny_patch16_224", "--onnx", str(exported / "good.onnx")]
+    result = CliRunner().invoke(cli, args)  # no FNA flags, no --resolution: both come from the file (m=8, layer 1, 64 px)
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, [*args, "--landmarks", "16"])
+    assert result.exit_code == 2
+    assert "error: --landmarks 16 contradicts" in result.stderr and "num_landmarks=8" in result.stderr
+    result = CliRunner().invoke(cli, [*args, "--layers", "0-1"])
+    assert result.exit_code == 2 and "--layers 0-1 contradicts" in result.stderr
+    result = CliRunner().invoke(cli, [*args, "--resolution", "96"])
+    assert result.exit_code == 2 and "exported at 64 px" in result.stderr
+
+
+def test_verify_engine_without_a_runtime_exits_2(exported, tmp_path):
+    from fna_deploy.trt import tensorrt_version
+
+    if tensorrt_version() is not None and torch.cuda.is_available():
+        pytest.skip("TensorRT and a GPU are here: the engine would run")
+    (tmp_path / "m.plan").write_bytes(b"engine bytes")
+    result = _invoke(exported, None, "--engine", str(tmp_path / "m.plan"))
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"error: --engine {str(tmp_path / 'm.plan')!r} cannot run here")
+
+
+def test_outputs_without_signal_fail_unless_allowed():
+    from fna_deploy.export.check import compare
+    from fna_deploy.verify import degenerate_output
+
+    zeros = np.zeros((2, 10), np.float32)
+    assert degenerate_output([zeros]) == "every output value is 0"
+    assert degenerate_output([np.full((2, 3), 0.5)]) == "every output value equals 0.5"
+    assert degenerate_output([np.arange(6.0).reshape(2, 3)]) is None
+    result = compare(zeros, zeros.copy(), batch=2, output="output", fp16=False)
+    assert not result.passed and "carries no signal" in result.describe()
+    assert compare(zeros, zeros.copy(), batch=2, output="output", fp16=False, allow_degenerate=True).passed
+    # a model whose head is zero: every implementation "agrees"; the verdict says why that proves nothing
+    model = tiny_timm(depth=1)
+    torch.nn.init.zeros_(model.head.weight)
+    torch.nn.init.zeros_(model.head.bias)
+    fd.patch(model, fd.FNAConfig(num_landmarks=8))
+    feeds = [np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32)]
+    report = verify(model, feeds)
+    assert report.degenerate == "every output value is 0" and not report.passed
+    assert verify(model, feeds, allow_degenerate=True).passed

@@ -14,15 +14,14 @@ from .progress import progress
 
 
 def _plot_file(path: str) -> Path:
-    """--plot DIR -> DIR/latency.png (created); a path ending in .png still names the file, for one release."""
+    """--plot DIR -> DIR/latency.png; a path ending in .png still names the file, for one release."""
     target = Path(path)
     if target.suffix.lower() == ".png" and not target.is_dir():
         deprecated("--plot FILE.png", "--plot DIR (the plot is written as DIR/latency.png, like analyze --plot DIR)")
         return target
     if target.exists() and not target.is_dir():
         raise CliError(f"--plot: {path!r} exists and is not a directory")
-    target.mkdir(parents=True, exist_ok=True)
-    return target / "latency.png"
+    return target / "latency.png"  # the folder is made when the plot is written, not before the timing
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -85,6 +84,8 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     sizes = _ints(resolutions, "--resolutions")
     ms = _ints(landmarks, "--landmarks")
     chosen = [b.strip() for b in backends.split(",") if b.strip()]
+    if not chosen:
+        raise CliError(f"--backends {backends!r}: name at least one of {', '.join(BACKENDS)}")
     bad = [b for b in chosen if b not in BACKENDS]
     if bad:
         raise CliError(f"--backends: unknown backend {bad[0]!r}; choose from {', '.join(BACKENDS)}")
@@ -93,6 +94,10 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     dtype = resolve_dtype(dtype, device)
     cuda_graphs = resolve_cuda_graphs(cuda_graphs, device)
     resolve_fna_ops(fna_ops, device)  # --fna-ops both without our kernels: refused before any work
+    if report_path:
+        from ..export.graph import check_writable
+
+        check_writable(Path(report_path))
     if threads:
         torch.set_num_threads(threads)
 
@@ -122,6 +127,7 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
         report.write_json(report_path)
         console.print(f"report: {report_path}")
     if plot_file is not None:
+        plot_file.parent.mkdir(parents=True, exist_ok=True)
         report.plot(plot_file)
         console.print(f"plot: {plot_file}")
     if verbose:

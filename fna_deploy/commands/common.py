@@ -7,11 +7,68 @@ values into library objects, so every command spells the same flag the same way.
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import click
 
 from ..cli import CliError
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A FloatRange that refuses nan and inf (a tolerance of nan or inf would judge nothing)."""
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+        import math
+
+        result = super().convert(value, param, ctx)
+        if not math.isfinite(result):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return result
+
+
+def check_input_file(path: "str | None", flag: str, hint: str) -> Optional[Path]:
+    """Fail before any long work when an input file is missing or a folder (one sentence naming it)."""
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.exists():
+        raise CliError(f"{flag} {path!r} does not exist; {hint}")
+    if not file.is_file():
+        raise CliError(f"{flag} {path!r} is not a file; {hint}")
+    return file
+
+
+def read_onnx_metadata(path: "str | None", flag: str = "--onnx") -> Optional[dict]:
+    """The metadata of an ONNX file given as input (checked up front: exists, parses as ONNX)."""
+    hint = "give a .onnx written by 'fna-deploy export'"
+    file = check_input_file(path, flag, hint)
+    if file is None:
+        return None
+    import onnx
+
+    from ..export.graph import read_metadata
+
+    try:
+        model = onnx.load(str(file), load_external_data=False)
+    except Exception as exc:
+        raise CliError(f"{flag} {path!r} is not an ONNX model ({type(exc).__name__}); {hint}") from None
+    if not model.graph.node:
+        raise CliError(f"{flag} {path!r} holds no ONNX graph; {hint}")
+    return read_metadata(model)
+
+
+def check_output_dir(path: "str | None", flag: str) -> None:
+    """An output folder that can be created or written: refuse a file, or a path below a file."""
+    if path is None:
+        return
+    folder = Path(path)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == folder else f"is below {str(probe)!r}, which is a file"
+        raise CliError(f"{flag} {path!r} {where}; give a folder")
 
 
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -40,8 +97,8 @@ def fna_options(func: Callable[..., Any], *, served: bool = False) -> Callable[.
         click.option("--features", type=click.Choice(["q", "k", "v", "input"]), default="q", show_default=show,
                      help="What FPS measures distances on (input: the residual stream entering the block, as the official FNA code)." + note),
         click.option("--resample/--no-resample", "resample_every_layer", default=False, show_default=show, help="Select landmarks anew in every FNA layer." + note),
-        click.option("--massive-ratio", type=click.FloatRange(min=0), default=0.0, show_default=show, help="Guarantee tokens whose norm is >= X x median (0 = off)." + note),
-        click.option("--artifact-ratio", type=click.FloatRange(min=0), default=0.0, show_default=show, help="Exclude tokens whose norm is >= X x median (0 = off)." + note),
+        click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Guarantee tokens whose norm is >= X x median (0 = off)." + note),
+        click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Exclude tokens whose norm is >= X x median (0 = off)." + note),
         click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=show, help="Newton-Schulz iterations for the pseudo-inverse." + note),
         click.option("--num-prefix", type=click.IntRange(min=0), default=None, help="Prefix tokens always kept" + ("." + note if served else " (default: detected: CLS + registers).")),
     ]
@@ -73,6 +130,38 @@ def config_from_options(options: dict[str, Any]):
     from ..config import FNAConfig
 
     return FNAConfig(**{name: options[name] for name in FNA_OPTION_NAMES if name in options})
+
+
+FLAG_OF = {name: "--" + name.replace("_", "-") for name in FNA_OPTION_NAMES}
+FLAG_OF.update({"num_landmarks": "--landmarks", "resample_every_layer": "--resample/--no-resample"})
+
+
+def explicit_options(ctx: click.Context, names: "tuple[str, ...]" = FNA_OPTION_NAMES) -> set[str]:
+    """The options of ``names`` the user typed (not left at their defaults)."""
+    return {n for n in names if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)}
+
+
+def artifact_config(ctx: click.Context, options: dict[str, Any], stored: "str | dict | None", source: str, num_blocks: int):
+    """The FNAConfig an artifact was exported with (``stored``: its JSON or dict), checked against
+    the FNA flags the user typed: a flag that contradicts the artifact is refused with a sentence.
+    Without a stored config, the flags (or their defaults) are the config."""
+    from ..config import FNAConfig
+
+    if not stored:
+        return config_from_options(options)
+    config = FNAConfig.from_json(stored) if isinstance(stored, str) else FNAConfig.from_dict(stored)
+    for name in sorted(explicit_options(ctx)):
+        given, kept = options[name], getattr(config, name)
+        if name == "layers":
+            same = FNAConfig(layers=given).resolve_layers(num_blocks) == config.resolve_layers(num_blocks)
+        else:
+            same = given == kept
+        if not same:
+            raise CliError(
+                f"{FLAG_OF[name]} {given} contradicts {source}, which was exported with {name}={kept}; "
+                "drop the flag (the configuration is read from the file) or give the artifact exported with it"
+            )
+    return config
 
 
 def load_cli_model(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int]):

@@ -67,13 +67,14 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
 @click.option("--opset", type=click.IntRange(min=18), default=None, help="ONNX opset (default 20).")
 @click.option("--external-data/--no-external-data", default=None, help="Store weights in OUT.onnx.data (default: only when the model exceeds 1.8 GB).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX Runtime parity check against PyTorch.")
+@click.option("--allow-degenerate", is_flag=True, help="Let the check pass on outputs without signal (all equal, e.g. a zero-initialised head).")
 @report_option("Write the export report as JSON to FILE.")
 @quiet_option()
 @verbose_option("Also print how many nodes of each op type the ONNX graph has.")
 @user_errors
 def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
            output: Optional[str], batch: Optional[int], dynamic_batch: bool, target: str, fp16: bool, opset: Optional[int],
-           external_data: Optional[bool], no_check: bool, report_path: Optional[str], quiet: bool, verbose: bool,
+           external_data: Optional[bool], no_check: bool, allow_degenerate: bool, report_path: Optional[str], quiet: bool, verbose: bool,
            **fna: Any) -> None:
     """Export MODEL to ONNX with Fast Nystrom Attention nodes, and check it with ONNX Runtime.
 
@@ -128,6 +129,7 @@ def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
             model_spec=label,
             external_data=external_data,
             progress=step,
+            allow_degenerate=allow_degenerate,
         )
     if report_path:
         report.write_json(report_path)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import FNA_OPTION_NAMES, config_from_options, load_cli_model, served_fna_options
+from .common import FiniteFloatRange, FNA_OPTION_NAMES, config_from_options, load_cli_model, served_fna_options
 from .options import deprecated, quiet_option, renamed, verbose_option
 
 
@@ -35,6 +35,9 @@ def _input_shape(config: dict, batch: int, resolution: Optional[int]) -> tuple[s
         if resolution is None or dims[1] == -1:
             raise CliError("the model's input size is dynamic; give --resolution")
         dims[2] = dims[3] = resolution
+    elif resolution is not None and (dims[2], dims[3]) != (resolution, resolution):
+        raise CliError(f"--resolution {resolution} does not match the served model's input {dims[2]}x{dims[3]}; "
+                       "drop --resolution (the served size is used)")
     return spec["name"], dims
 
 
@@ -79,6 +82,11 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.option("--resolution", type=click.IntRange(min=1), help="Input resolution (default: the served model's input size).")
 @served_fna_options
 @click.option("--dense", is_flag=True, help="Compare against the unpatched model (for a dense export).")
+@click.option("--allow-degenerate", is_flag=True, help="Judge outputs without signal (all equal, e.g. all zero) instead of failing.")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=None, metavar="N",
+              help="Load mode: N concurrent clients send the same input for --duration seconds; every answer is checked.")
+@click.option("--duration", type=FiniteFloatRange(min=0.1, max=86400), default=None, metavar="S", help="Load mode: seconds to run (default 10).")
+@click.option("--requests", "max_requests", type=click.IntRange(min=1), default=None, metavar="N", help="Load mode: stop after N requests.")
 @click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Classes to print for the first image.")
 @click.option("--report", "json_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the result (and comparison) as JSON to FILE.")
 @renamed("--json", "--report FILE", "json_path", type=click.Path(dir_okay=False))
@@ -88,7 +96,8 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @user_errors
 def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], random_count: Optional[int], batch: int, seed: int,
           compare_model: Optional[str], checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool,
-          resolution: Optional[int], dense: bool, top_k: int, json_path: Optional[str], quiet: bool, verbose: bool,
+          resolution: Optional[int], dense: bool, allow_degenerate: bool, concurrency: Optional[int], duration: Optional[float],
+          max_requests: Optional[int], top_k: int, json_path: Optional[str], quiet: bool, verbose: bool,
           **fna: Any) -> None:
     """Send one request to MODEL_NAME on the Triton server at URL (host:port, HTTP) and print the answer.
 
@@ -97,9 +106,16 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     comparison exits 1. The FNA config defaults to the one the repository recorded from the
     export (config.pbtxt parameter fna_config); FNA flags given here override it.
 
+    Load mode (--concurrency N, --duration S, --requests N): after the first request, N clients
+    send the same input until S seconds pass or N requests were sent; every answer is checked
+    against the --compare model's output (else against the first answer), and requests, errors,
+    mismatches, p50/p90/p99 latency and throughput are printed (and written with --report).
+    Errors exit 2, mismatches 1.
+
     \b
     Example:
       fna-deploy infer 127.0.0.1:8000 vit_fna --random 4 --compare timm:vit_base_patch16_224
+      fna-deploy infer 127.0.0.1:8000 vit_fna --concurrency 8 --duration 30 --report load.json
     """
     import numpy as np
     import torch
@@ -182,7 +198,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         if reference.shape != answer.shape:
             raise CliError(f"PyTorch gives {list(reference.shape)} but the server gave {list(answer.shape)}; is --compare the served model?",
                            exit_code=EXIT_FAILED)
-        parity = compare(reference, answer, batch=shape[0], output=first, fp16=fp16)
+        parity = compare(reference, answer, batch=shape[0], output=first, fp16=fp16, allow_degenerate=allow_degenerate)
         record["compare"] = {"model": compare_model, "fna_config": fna_config.to_dict() if fna_config else None, **parity.to_dict()}
         verdict = "[green]ok[/green]" if parity.passed else "[red]FAILED[/red]"
         source = "dense" if dense else ("from the flags" if explicit_fna or not _served_fna_config(config) else "served config")
@@ -191,9 +207,39 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         failed = not parity.passed
         if failed:
             record["failure"] = parity.describe()
+    load = None
+    if (concurrency or duration or max_requests) and not failed:
+        load = _load_mode(url, model_name, {input_name: pixels.numpy()}, reference if reference_model is not None else answer,
+                          output=first, fp16=answer.dtype == np.float16 or (config.get("parameters", {}) or {}).get("fna_fp16", {}).get("string_value") == "true",
+                          allow_degenerate=allow_degenerate or reference_model is None,
+                          reference_label=f"PyTorch {compare_model}" if reference_model is not None else "the first answer",
+                          concurrency=concurrency or 1, duration=duration or 10.0, max_requests=max_requests)
+        record["load"] = load.to_dict()
+        console.print(load.summary(), highlight=False)
     if json_path:
         from ..utils import write_text_atomic
 
         write_text_atomic(json_path, json.dumps(record, indent=2) + "\n")
     if failed:
         raise CliError(f"the server's answer does not match PyTorch: {record['failure']}", exit_code=EXIT_FAILED)
+    if load is not None and load.errors:
+        raise CliError(f"{load.errors} of {load.requests} requests to {model_name!r} failed under load (first: {load.first_error}); "
+                       "see the server's log, or lower --concurrency")
+    if load is not None and load.mismatches:
+        raise CliError(f"{load.mismatches} of {load.requests} answers under load differ from {load.reference}: {load.first_mismatch}",
+                       exit_code=EXIT_FAILED)
+
+
+def _load_mode(url: str, model_name: str, inputs: dict, reference: Any, *, output: str, fp16: bool, allow_degenerate: bool,
+               reference_label: str, concurrency: int, duration: float, max_requests: Optional[int]):
+    from ..export.check import compare
+    from ..triton.load import run_load
+
+    def check(answer: Any) -> Optional[str]:
+        if answer.shape != reference.shape:
+            return f"shape {list(answer.shape)}, expected {list(reference.shape)}"
+        parity = compare(reference, answer, batch=answer.shape[0], output=output, fp16=fp16, allow_degenerate=allow_degenerate)
+        return None if parity.passed else parity.describe()
+
+    return run_load(url, model_name, inputs, check, concurrency=concurrency, duration=duration, max_requests=max_requests,
+                    reference=reference_label)

@@ -39,13 +39,15 @@ def build_cmd(output: Optional[Path], cuda_arch: Optional[str], cpu_only: bool, 
               jobs: Optional[int], quiet: bool, verbose: bool) -> None:
     """Configure and build plugins/ with CMake; print what was built and where."""
     from .. import native
+    from .common import check_output_dir
 
+    check_output_dir(None if output is None else str(output), "--output")
     log = None if quiet else (lambda line: click.echo(f"  {line}", err=True))
     try:
         result = native.build(output, cuda_arch=cuda_arch, cpu_only=cpu_only, tensorrt_root=tensorrt_root,
                               jobs=jobs, log=log, verbose=verbose)
     except native.NativeLibraryError as exc:
-        raise CliError(str(exc), exit_code=1) from None
+        raise CliError(str(exc)) from None  # a failed build is not a parity verdict: exit 2
     click.echo(f"build directory: {result.build_dir}")
     click.echo(f"native library:  {result.library}")
     if result.cuda:

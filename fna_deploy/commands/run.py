@@ -9,7 +9,7 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
+from .common import check_output_dir, config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
 from .options import quiet_option, verbose_option
 
 
@@ -78,11 +78,22 @@ def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle
     from ..pipeline import run_pipeline
 
     config = config_from_options(fna)
+    check_output_dir(outdir, "--outdir")
+    if plugin is not None:
+        from ..native import check_plugin_library
+
+        check_plugin_library(plugin)
     spec = arch or model
     name = re.sub(r"[^A-Za-z0-9_]+", "_", spec.split(":", 1)[-1] if ":" in spec else Path(spec).stem).strip("_") or "model"
     out = Path(outdir) if outdir else Path(f"fna-run-{name}")
     if (out / "triton" / name).exists() and not force:
         raise CliError(f"{out / 'triton' / name} already exists; pass --force to overwrite it or choose another --outdir")
+    if (out / "triton" / name).exists():
+        from ..triton import MARKER, is_fna_model_folder
+
+        if not is_fna_model_folder(out / "triton" / name):
+            raise CliError(f"{out / 'triton' / name} was not written by fna-deploy (no {MARKER} in it), so --force does not "
+                           "replace it; move it away yourself or choose another --outdir")
     # how `fna-deploy infer --compare` can rebuild this model once it is served
     save_weights = arch is None and checkpoint is None and model.startswith("timm:")
     if save_weights:  # random weights: keep them, or nothing could reproduce the served model

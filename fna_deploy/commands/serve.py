@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import click
 
-from ..cli import EXIT_FAILED, CliError, user_errors
+from ..cli import CliError, user_errors
+from .common import FiniteFloatRange
 from .options import quiet_option, verbose_option
 
 PORT = click.IntRange(1, 65535)
@@ -20,7 +20,7 @@ PORT = click.IntRange(1, 65535)
 @click.option("--http-port", type=PORT, default=8000, show_default=True)
 @click.option("--grpc-port", type=PORT, default=8001, show_default=True)
 @click.option("--metrics-port", type=PORT, default=8002, show_default=True)
-@click.option("--timeout", type=click.FloatRange(min=1), default=300, show_default=True, help="Seconds to wait for all models to load.")
+@click.option("--timeout", type=FiniteFloatRange(min=1), default=300, show_default=True, help="Seconds to wait for all models to load.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Write the server's log to this file (default: a temporary file, shown on failure).")
 @verbose_option("Verbose server log.")
 @quiet_option("Print only the ready line and the URLs.")
@@ -42,28 +42,26 @@ def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, ti
     """
     from rich.console import Console
 
-    from ..triton import ServerError, TritonServer, check_repository
+    from ..export.graph import check_writable
+    from ..triton import ServerError, TritonServer, check_backends, check_repository
 
     names = check_repository(repository)
+    if log_path is not None:
+        check_writable(Path(log_path))
     console = Console()
     server = TritonServer(Path(repository), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
                           log_path=log_path, verbose=verbose)
+    check_backends(repository, server.binary)  # before starting: a missing backend is known now
     stop_requested = False
-
-    def on_sigterm(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
+    try:  # SIGTERM and SIGHUP arrive as KeyboardInterrupt (the CLI's boundary), like Ctrl-C
         if not quiet:
             console.print(f"starting {server.binary.describe()} on {', '.join(names)} ...", highlight=False)
         try:
             server.start(timeout=timeout)
         except ServerError as exc:
-            tail = str(exc).split("\n", 1)[1:]
-            if tail:
-                click.echo(tail[0], err=True)
-            raise CliError(str(exc).split("\n")[0] + f" (log: {server.log_path})", exit_code=EXIT_FAILED) from None
+            first = str(exc).split("\n")[0].split(";")[0]
+            cause = f": {exc.cause}" if exc.cause else ""
+            raise CliError(f"{first}{cause} (log: {server.log_path})") from None
         console.print(f"[green]ready[/green]: {len(names)} model(s): {', '.join(names)}")
         console.print(f"  HTTP     http://{server.http_url}", highlight=False)
         console.print(f"  gRPC     {server.grpc_url}", highlight=False)
@@ -75,11 +73,11 @@ def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, ti
         while server.running:
             time.sleep(0.5)
         code = server.process.returncode if server.process else None
-        raise CliError(f"tritonserver exited on its own with code {code} (log: {server.log_path})", exit_code=EXIT_FAILED)
+        server.stop(keep_log=True)
+        raise CliError(f"tritonserver exited on its own with code {code} (log: {server.log_path})")
     except KeyboardInterrupt:
         stop_requested = True
     finally:
-        signal.signal(signal.SIGTERM, previous)
         code = server.stop()
     if stop_requested:
         console.print(f"stopped (tritonserver exit code {code})")

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Optional
 
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import config_from_options, fna_options, load_cli_model, model_label, model_options, steps
+from ..export.graph import check_writable
+from ..native import check_plugin_library
+from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
+                     read_onnx_metadata, steps)
 from .options import quiet_option, random_option, report_option, verbose_option
 
 
@@ -37,29 +42,32 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
 @click.command()
 @model_options
 @fna_options
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An exported ONNX file to run with ONNX Runtime.")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An exported ONNX file to run with ONNX Runtime (its stored FNA configuration is used).")
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), help="A TensorRT engine to run (needs TensorRT, a GPU and --plugin).")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library for --engine.")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder of images, preprocessed as the model expects.")
 @random_option("N random inputs (default 2 when no --images).", dest="random_n")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per inference.")
-@click.option("--atol", type=click.FloatRange(min=0), default=1e-4, show_default=True)
-@click.option("--rtol", type=click.FloatRange(min=0), default=1e-3, show_default=True)
+@click.option("--atol", type=FiniteFloatRange(min=0), default=1e-4, show_default=True)
+@click.option("--rtol", type=FiniteFloatRange(min=0), default=1e-3, show_default=True)
+@click.option("--allow-degenerate", is_flag=True, help="Judge outputs that carry no signal (all equal, e.g. all zero) instead of failing.")
 @report_option("Write the comparison as JSON to FILE.")
 @quiet_option()
 @verbose_option("Also print the polygraphy comparison of every pair.")
+@click.pass_context
 @user_errors
-def verify(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
+def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
            onnx_path: Optional[str], engine_path: Optional[str], plugin: Optional[str], images: Optional[str],
-           random_n: Optional[int], batch: int, atol: float, rtol: float, report_path: Optional[str], quiet: bool, verbose: bool,
+           random_n: Optional[int], batch: int, atol: float, rtol: float, allow_degenerate: bool, report_path: Optional[str], quiet: bool, verbose: bool,
            **fna: Any) -> None:
     """Check that every implementation of MODEL with FNA agrees with the PyTorch reference.
 
     Runs the patched PyTorch model (the reference), the dense PyTorch model (to show what the
     approximation itself costs), ONNX Runtime on --onnx and TensorRT on --engine, on the same
     inputs. Exit 0 when every implementation pair is within --atol/--rtol, 1 when one is not;
-    FNA vs dense is reported, never failed. Give the same FNA flags the export used (the
-    defaults are export's defaults).
+    FNA vs dense is reported, never failed. The FNA configuration (and resolution) is read from
+    the --onnx metadata or the --engine sidecar; FNA flags that contradict it are refused.
+    Outputs without signal (all equal) fail unless --allow-degenerate: they would agree anyway.
     """
     import numpy as np
     from rich.console import Console
@@ -69,12 +77,38 @@ def verify(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
 
     if images and random_n:
         raise CliError("--images and --random both choose the inputs; give one of them")
+    stored, source = None, None
+    onnx_meta = read_onnx_metadata(onnx_path)
+    if onnx_meta is not None and onnx_meta.get("fna_config"):
+        stored, source = onnx_meta["fna_config"], onnx_path
+    if engine_path is not None:
+        check_input_file(engine_path, "--engine", "give a .plan written by 'fna-deploy build'")
+        if plugin is not None:
+            check_plugin_library(plugin)
+        from ..trt import TensorRTUnavailable, require_tensorrt
+
+        try:
+            require_tensorrt()
+        except TensorRTUnavailable as exc:
+            raise CliError(f"--engine {engine_path!r} cannot run here: {exc}") from None
+        sidecar = _engine_config(engine_path)
+        if stored is None and sidecar:
+            stored, source = sidecar, f"{engine_path}.json"
+    elif plugin is not None:
+        raise CliError("--plugin is for --engine; add --engine ENGINE.plan or drop --plugin")
+    if report_path:
+        check_writable(Path(report_path))
+    if onnx_meta is not None and resolution is None and _stored_resolution(onnx_meta) and (arch or model.startswith(("timm:", "hf:"))):
+        resolution = _stored_resolution(onnx_meta)  # build the reference at the exported resolution
     console = Console()
     with steps(Console(stderr=True), enabled=not quiet) as step:
         step("loading the model")
         module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
-        patch(module, config_from_options(fna))
         info = model_info(module)
+        patch(module, artifact_config(ctx, fna, stored, source, info.num_blocks))
+        if onnx_meta is not None and _stored_resolution(onnx_meta) not in (None, info.img_size[0]):
+            raise CliError(f"{onnx_path!r} was exported at {_stored_resolution(onnx_meta)} px but MODEL is built at "
+                           f"{info.img_size[0]} px; drop --resolution or give the matching one")
         if images:
             from ..images import load_images
 
@@ -88,13 +122,36 @@ def verify(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
         feeds = [pixels[i : i + batch] for i in range(0, len(pixels), batch)]  # the last may be smaller
         step("running and comparing")
         report = run_verify(module, feeds, onnx_path=onnx_path, engine_path=engine_path, plugin=plugin, atol=atol, rtol=rtol,
-                            model_label=model_label(model, arch), inputs_label=label)
+                            model_label=model_label(model, arch), inputs_label=label, allow_degenerate=allow_degenerate)
     if report_path:
         report.write_json(report_path)
     print_report(report, console, verbose=verbose)
+    if report.degenerate and not allow_degenerate:
+        raise CliError(f"the reference output carries no signal ({report.degenerate}): any implementation would match it; "
+                       "use real weights (--checkpoint) or images, or pass --allow-degenerate", exit_code=EXIT_FAILED)
     if not report.passed:
         failed = next(p for p in report.pairs if p.gating and not p.passed)
         raise CliError(f"{failed.other} differs from {failed.reference}: max abs error {failed.max_abs:.3g}, rel L2 {failed.rel_l2:.3g} "
                        f"(atol {atol:g}, rtol {rtol:g})", exit_code=EXIT_FAILED)
     if len(report.pairs) == sum(not p.gating for p in report.pairs):
         console.print("[yellow]note:[/yellow] no --onnx or --engine given: only FNA vs dense was measured")
+
+
+def _stored_resolution(meta: dict) -> Optional[int]:
+    try:
+        shape = json.loads(meta.get("input_shape") or "null")
+    except ValueError:
+        return None
+    return int(shape[2]) if isinstance(shape, list) and len(shape) == 4 and shape[2] == shape[3] else None
+
+
+def _engine_config(engine_path: str) -> Optional[dict]:
+    from ..trt import EngineSidecar
+
+    sidecar = EngineSidecar.path_for(engine_path)
+    if not sidecar.is_file():
+        return None
+    try:
+        return EngineSidecar.from_json(sidecar.read_text()).fna_config
+    except (ValueError, TypeError) as exc:
+        raise CliError(f"{str(sidecar)!r} is not a readable engine sidecar ({type(exc).__name__}); rebuild the engine with 'fna-deploy build'") from None

@@ -22,18 +22,28 @@ class ParityResult:
     output_scale: float
     criterion: str
     passed: bool
+    degenerate: Optional[str] = None  # the reference carries no signal (all values equal)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def describe(self) -> str:
+        if self.degenerate and not self.passed:
+            return (f"output {self.output!r} at batch {self.batch} carries no signal ({self.degenerate}): any implementation "
+                    "would match it; use real weights, or allow it (--allow-degenerate)")
         return (
             f"output {self.output!r} at batch {self.batch}: max abs error {self.max_abs:.3g} "
             f"(output scale {self.output_scale:.3g}), cosine {self.cosine:.6f}; needed {self.criterion}"
         )
 
 
-def compare(reference: np.ndarray, actual: np.ndarray, *, batch: int, output: str, fp16: bool) -> ParityResult:
+def compare(reference: np.ndarray, actual: np.ndarray, *, batch: int, output: str, fp16: bool,
+            allow_degenerate: bool = False) -> ParityResult:
+    """fp32: max abs error within FP32_TOL (scaled by outputs above 1); fp16: cosine. A reference
+    without signal (every value equal) fails unless ``allow_degenerate``: it proves nothing."""
+    from ..verify import degenerate_output
+
+    degenerate = degenerate_output([reference])
     ref = reference.astype(np.float64).ravel()
     act = actual.astype(np.float64).ravel()
     diff = np.abs(ref - act)
@@ -49,7 +59,9 @@ def compare(reference: np.ndarray, actual: np.ndarray, *, batch: int, output: st
         tol = FP32_TOL * max(1.0, scale)
         criterion = f"max abs error <= {tol:.3g}"
         passed = finite and max_abs <= tol
-    return ParityResult(batch, output, max_abs, float(diff.mean()) if diff.size else 0.0, cosine, scale, criterion, passed)
+    if degenerate and not allow_degenerate:
+        passed = False
+    return ParityResult(batch, output, max_abs, float(diff.mean()) if diff.size else 0.0, cosine, scale, criterion, passed, degenerate)
 
 
 def ort_session(model_bytes_or_path, threads: Optional[int] = None):
@@ -71,6 +83,7 @@ def check_parity(
     *,
     fp16: bool = False,
     seed: int = 0,
+    allow_degenerate: bool = False,
 ) -> list[ParityResult]:
     """Run the ONNX model (bytes or path) with ONNX Runtime and ``model`` with PyTorch on the same
     random input at each batch size; compare every output."""
@@ -86,5 +99,5 @@ def check_parity(
         expected_list = list(expected) if isinstance(expected, (tuple, list)) else [expected]
         actual_list = session.run(None, {input_name: x.numpy()})
         for name, exp, act in zip(output_names, expected_list, actual_list):
-            results.append(compare(exp.float().numpy(), act, batch=batch, output=name, fp16=fp16))
+            results.append(compare(exp.float().numpy(), act, batch=batch, output=name, fp16=fp16, allow_degenerate=allow_degenerate))
     return results

@@ -153,6 +153,7 @@ def export_onnx(
     model_spec: Optional[str] = None,
     external_data: Optional[bool] = None,
     progress: Optional[Callable[[str], None]] = None,
+    allow_degenerate: bool = False,
 ) -> ExportReport:
     """Export ``model`` with FNA attention (``config``) to ONNX at ``path``.
 
@@ -160,7 +161,8 @@ def export_onnx(
     ``trt`` (the same nodes without bodies, for TensorRT with the fna plugins) or ``dense``
     (the unpatched model, the baseline). The model is patched for the export and left as it
     was found. With ``check`` the written file is run with ONNX Runtime against PyTorch at
-    batch 1 (and 2 when the batch is dynamic); see ``ExportReport.passed``.
+    batch 1 (and 2 when the batch is dynamic); see ``ExportReport.passed``. An output without signal
+    (every value equal, e.g. a zero-initialised head) fails the check unless ``allow_degenerate``.
     """
     started = time.perf_counter()
     step = progress or (lambda _msg: None)
@@ -285,7 +287,7 @@ def export_onnx(
                 report.check_note = "trt target checked with the portable function bodies attached in memory"
             else:
                 source = str(path)
-            results = check_parity(model, source, shape, batches, fp16=fp16)
+            results = check_parity(model, source, shape, batches, fp16=fp16, allow_degenerate=allow_degenerate)
             report.parity = [r.to_dict() for r in results]
         report.total_seconds = round(time.perf_counter() - started, 2)
         return report

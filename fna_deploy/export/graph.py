@@ -86,8 +86,25 @@ def check_writable(path: Path) -> None:
         raise IsADirectoryError(21, "is a directory, not a file path", str(path))
     if not parent.exists():
         raise FileNotFoundError(2, "output directory does not exist", str(parent))
+    if not parent.is_dir():
+        raise NotADirectoryError(20, "the output's folder is a file", str(parent))
     if not os.access(parent, os.W_OK):
         raise PermissionError(13, "output directory is not writable", str(parent))
+
+
+def _uses_external_file(path: Path, data_name: str) -> bool:
+    """Whether the ONNX file at ``path`` keeps its weights in ``data_name`` (so that file is its own)."""
+    if not path.is_file():
+        return False
+    try:
+        existing = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return False
+    for tensor in existing.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            if any(entry.key == "location" and entry.value == data_name for entry in tensor.external_data):
+                return True
+    return False
 
 
 def save_atomic(model: onnx.ModelProto, path: "str | os.PathLike[str]", *, external_data: Optional[bool] = None) -> list[Path]:
@@ -100,6 +117,10 @@ def save_atomic(model: onnx.ModelProto, path: "str | os.PathLike[str]", *, exter
     check_writable(path)
     use_external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
     data_name = path.name + ".data"
+    data_path = path.parent / data_name
+    replaceable = data_path.exists() and _uses_external_file(path, data_name)  # the weights of the model being replaced
+    if use_external and data_path.exists() and not replaceable:
+        raise FileExistsError(17, f"{data_name} exists and is not the weights file of {path.name}; move it away or choose another output", str(data_path))
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         staged = staging / path.name
@@ -111,8 +132,8 @@ def save_atomic(model: onnx.ModelProto, path: "str | os.PathLike[str]", *, exter
         if use_external:
             os.replace(staging / data_name, path.parent / data_name)
             written.append(path.parent / data_name)
-        elif (path.parent / data_name).exists():
-            os.remove(path.parent / data_name)  # stale weights of an earlier external-data export
+        elif replaceable:
+            os.remove(data_path)  # the external weights of the model this write replaces: stale now
         os.replace(staged, path)
         written.insert(0, path)
         return written

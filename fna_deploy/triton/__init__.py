@@ -33,11 +33,16 @@ from __future__ import annotations
 from .common import BACKENDS, LOOPBACK, DEFAULT_MAX_BATCH, TRITONCLIENT_HINT
 from .tensors import EngineSidecar, TensorSpec, EngineIO, sidecar_path, engine_io, load_sidecar, OnnxInfo, onnx_info
 from .config import NAME_RE, parse_config, render_config, validate_name, validate_version, RepositoryOptions, build_config, check_config
-from .repository import default_name, PYTHON_MODEL, RepositoryReport, server_command, perf_analyzer_command, write_repository, repository_plugins, check_repository
-from .server import free_port, port_in_use, ServerBinary, locate_tritonserver, probe_tritonserver, server_backends, ServerError, TritonServer
+from .repository import MARKER, is_fna_model_folder, default_name, PYTHON_MODEL, RepositoryReport, server_command, perf_analyzer_command, write_repository, repository_plugins, check_repository
+from .server import cause_line, check_backends, model_backends, free_port, port_in_use, ServerBinary, locate_tritonserver, probe_tritonserver, server_backends, ServerError, TritonServer
 from .client import normalise_url, InferResult, TritonHttpClient
 
 __all__ = [
+    "cause_line",
+    "check_backends",
+    "model_backends",
+    "MARKER",
+    "is_fna_model_folder",
     "BACKENDS",
     "DEFAULT_MAX_BATCH",
     "EngineIO",

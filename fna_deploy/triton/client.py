@@ -27,7 +27,7 @@ def normalise_url(url: str) -> str:
                 raise ValueError("https URLs are not supported here; the local server speaks plain HTTP")
             url = url[len(prefix):]
     url = url.rstrip("/")
-    if not re.match(r"^[A-Za-z0-9.\-\[\]:]+:\d+$", url):
+    if not re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+:\d+", url):
         raise ValueError(f"server URL {url!r} should be host:port (e.g. 127.0.0.1:8000)")
     return url
 
@@ -47,6 +47,7 @@ class TritonHttpClient:
         self.url = normalise_url(url)
         self._http = httpclient
         self.client = httpclient.InferenceServerClient(self.url, connection_timeout=timeout, network_timeout=timeout)
+        self._configs: dict[str, dict[str, Any]] = {}  # model configs, fetched once per client
 
     def _call(self, what: str, func, *args, **kwargs):
         from tritonclient.utils import InferenceServerException
@@ -73,7 +74,7 @@ class TritonHttpClient:
     def infer(self, name: str, inputs: dict[str, Any], outputs: Optional[Sequence[str]] = None) -> InferResult:
         import numpy as np
 
-        config = self.model_config(name)
+        config = self._configs.get(name) or self._configs.setdefault(name, self.model_config(name))
         requested_inputs = []
         for spec in config.get("input", []):
             if spec["name"] not in inputs:

@@ -11,7 +11,7 @@ from .common import BACKENDS, DEFAULT_MAX_BATCH, TRITONCLIENT_HINT
 from .tensors import TensorSpec
 
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")  # always fullmatch: "$" would accept a trailing newline
 
 
 def _model_config_pb2():
@@ -40,7 +40,7 @@ def render_config(config) -> str:
 
 
 def validate_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise ValueError(
             f"model name {name!r} is not valid: use 1-128 letters, digits, '_', '-' or '.', starting with a letter or digit"
         )

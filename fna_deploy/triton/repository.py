@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .._version import __version__
 from ..utils import current_umask
 from .common import BACKENDS, LOOPBACK
 from .config import RepositoryOptions, build_config, check_config, parse_config, render_config, validate_name, validate_version
@@ -182,6 +183,15 @@ def perf_analyzer_command(name: str, *, url: str = f"{LOOPBACK}:8000", max_concu
     return " ".join(_quote(p) for p in parts)
 
 
+MARKER = ".fna-deploy-model"  # in every model folder fna-deploy writes; --force replaces only those
+
+
+def is_fna_model_folder(folder: "str | os.PathLike[str]") -> bool:
+    """Whether ``folder`` is a model folder fna-deploy wrote (it holds the marker file)."""
+    folder = Path(folder)
+    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+
+
 def write_repository(
     artifact: "str | os.PathLike[str]",
     repository: "str | os.PathLike[str]",
@@ -193,7 +203,8 @@ def write_repository(
 
     The model folder is staged in a temporary folder inside ``repository`` and renamed into
     place: a failure leaves the repository as it was. An existing ``NAME`` folder is replaced
-    only with ``force``; other models in the repository are never touched.
+    only with ``force`` and only when fna-deploy wrote it (its marker file); other models in the
+    repository are never touched, and a failed write removes only what it created.
 
     Layout::
 
@@ -216,8 +227,14 @@ def write_repository(
     if not repository.parent.exists() and not repository.exists():
         raise FileNotFoundError(2, "the repository's parent folder does not exist", str(repository.parent))
     target = repository / options.name
-    if target.exists() and not force:
-        raise FileExistsError(17, "model already in the repository (use --force to replace it)", str(target))
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise FileExistsError(17, "model already in the repository (use --force to replace it)", str(target))
+        if not is_fna_model_folder(target):
+            raise ValueError(
+                f"{str(target)!r} was not written by fna-deploy (no {MARKER} in it), so --force does not replace it; "
+                "move it away yourself or choose another --name"
+            )
 
     inputs, outputs, profile, params, external, sidecar = _artifact_tensors(artifact, options.backend)
     plugin = options.plugin or (sidecar.plugin if sidecar is not None and sidecar.plugin else None)
@@ -225,10 +242,12 @@ def write_repository(
     if plugin is not None:
         if options.backend == "python":
             raise ValueError("the python backend runs the portable ONNX with ONNX Runtime and takes no plugin library")
-        if not Path(plugin).is_file():
-            if options.plugin is None:  # from the sidecar: the engine may have moved machines
-                raise FileNotFoundError(2, "the engine's plugin library (named in its sidecar) is missing; pass --plugin", str(plugin))
-            raise FileNotFoundError(2, "plugin library not found", str(plugin))
+        from ..native import check_plugin_library
+
+        if options.plugin is None and not Path(plugin).is_file():  # from the sidecar: the engine may have moved machines
+            raise FileNotFoundError(2, "the engine's plugin library (named in its sidecar) is missing; pass --plugin", str(plugin))
+        # only a shared library named like the fna plugin is copied into the repository (and later loaded by the server)
+        check_plugin_library(plugin, "--plugin" if options.plugin else f"the plugin named in {artifact.name}.json,")
     if options.backend == "tensorrt":
         from ..trt import engine_runs_here
 
@@ -273,6 +292,7 @@ def write_repository(
             (staging / "plugins").mkdir()
             shutil.copy2(plugin, staging / "plugins" / Path(plugin).name)
         (staging / "config.pbtxt").write_text(text)
+        (staging / MARKER).write_text(json.dumps({"written_by": "fna-deploy", "version": __version__, "artifact": artifact.name}) + "\n")
         # swap into place: the old folder (force) is moved aside first and removed after the rename
         old = None
         if target.exists():
@@ -291,7 +311,10 @@ def write_repository(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
         if not written and created_repository:
-            shutil.rmtree(repository, ignore_errors=True)  # a repository this call created stays unborn
+            try:  # a repository this call created goes again, but only while it is empty: another
+                repository.rmdir()  # process may have written its own models into it meanwhile
+            except OSError:
+                pass
 
     files = sorted(str(p) for p in target.rglob("*") if p.is_file())
     plugins = [final_plugin] if (final_plugin and options.backend == "tensorrt") else []

@@ -4,6 +4,7 @@ wait for readiness, stop it (SIGTERM, then SIGKILL of its process group)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -125,7 +126,57 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 class ServerError(RuntimeError):
-    """tritonserver did not start, or stopped; the message ends with the log's last lines."""
+    """tritonserver did not start, or stopped; the message ends with the log's last lines.
+    ``cause`` is the server's own line that says why (see :func:`cause_line`), when it wrote one."""
+
+    def __init__(self, message: str, cause: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
+_LOG_PREFIX = re.compile(r"^[EWI]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ [^\]]+\] ")
+
+
+def cause_line(log: str) -> Optional[str]:
+    """The line of a tritonserver log that says why it did not come up: the first error about a
+    model that failed to load, else the first error line (Triton's E... prefix removed)."""
+    errors = [line.strip() for line in log.splitlines() if line.startswith("E") and _LOG_PREFIX.match(line)]
+    errors += [line.strip() for line in log.splitlines() if line.startswith("error:")]
+    # CPU-only machines log these on every start; they are never the reason a server did not come up
+    benign = ("CudaDriverHelper", "pinned system memory", "peer access", "CUDA driver", "GPU")
+    errors = [line for line in errors if not any(b in line for b in benign)]
+    if not errors:
+        return None
+    loading = [line for line in errors if "failed to load" in line or "unable to find backend" in line.lower()]
+    return _LOG_PREFIX.sub("", (loading or errors)[0]).strip()
+
+
+def model_backends(repository: "str | os.PathLike[str]") -> dict[str, str]:
+    """model name -> the backend its config.pbtxt needs (tensorrt, onnxruntime, python, ...)."""
+    from .config import parse_config
+
+    platforms = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch"}
+    needed = {}
+    for config_path in sorted(Path(repository).glob("*/config.pbtxt")):
+        if config_path.parent.name.startswith("."):
+            continue
+        config = parse_config(config_path.read_text())
+        needed[config_path.parent.name] = config.backend or platforms.get(config.platform, config.platform)
+    return needed
+
+
+def check_backends(repository: "str | os.PathLike[str]", binary: ServerBinary) -> None:
+    """ValueError naming the first model whose backend the server lacks (before starting it)."""
+    available = server_backends(binary)
+    if not available:
+        return  # a server whose backends folder we cannot see: let it say so itself
+    for name, backend in model_backends(repository).items():
+        if backend not in available:
+            bundled = " (the tritonserver bundled in nvidia-pytriton has only the python backend)" if binary.bundled else ""
+            raise ValueError(
+                f"model {name!r} needs the {backend} backend, but {binary.path} has only: {', '.join(available)}{bundled}; "
+                f"write the repository with 'fna-deploy triton ... --backend {available[0]}' or serve it with a Triton that has {backend}"
+            )
 
 
 class TritonServer:
@@ -192,7 +243,7 @@ class TritonServer:
     def command(self) -> list[str]:
         args = [
             str(self.binary.path),
-            f"--model-repository={self.repository}",
+            f"--model-repository={self._repository_arg()}",
             f"--http-address={LOOPBACK}",
             f"--http-port={self.http_port}",
             f"--grpc-address={LOOPBACK}",
@@ -214,6 +265,16 @@ class TritonServer:
             args.append("--log-verbose=1")
         return args + self.extra_args
 
+    def _repository_arg(self) -> Path:
+        """The repository as the server sees it: a path with spaces or other odd characters goes
+        through a plain-named link in the server's work folder (backends split such paths)."""
+        if re.fullmatch(r"[A-Za-z0-9_./+-]+", str(self.repository)) or self._workdir is None:
+            return self.repository
+        link = self._workdir / "repository"
+        if not link.is_symlink():
+            os.symlink(self.repository, link)
+        return link
+
     def _prepare_backends(self) -> None:
         """The bundled server needs a backends folder whose python backend holds this Python's stub."""
         self._workdir = Path(tempfile.mkdtemp(prefix="fna-triton-"))
@@ -233,11 +294,15 @@ class TritonServer:
         for port in (self.http_port, self.grpc_port, self.metrics_port):
             if port_in_use(port):
                 raise ValueError(f"port {port} on {LOOPBACK} is already in use; choose another")
-        self._prepare_backends()
-        assert self._workdir is not None
-        if self.log_path is None:
-            self.log_path = self._workdir / "tritonserver.log"
-        self._log_file = open(self.log_path, "ab")
+        try:
+            self._prepare_backends()
+            assert self._workdir is not None
+            if self.log_path is None:
+                self.log_path = self._workdir / "tritonserver.log"
+            self._log_file = open(self.log_path, "ab")
+        except BaseException:
+            self._cleanup_files(keep_log=False)  # e.g. a --log path that cannot be written: nothing left
+            raise
         env = {**os.environ, **self.binary.env}
         try:
             self.process = subprocess.Popen(
@@ -246,12 +311,18 @@ class TritonServer:
                 preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
             )
         except OSError as exc:
-            self._cleanup_files()
+            self._cleanup_files(keep_log=False)
             raise ServerError(f"could not run {self.binary.path}: {exc.strerror}") from None
+        except BaseException:
+            self._cleanup_files(keep_log=False)
+            raise
         try:
             self.wait_ready(timeout)
+        except ServerError:
+            self.stop(keep_log=True)  # the server failed on its own: its log stays for inspection
+            raise
         except BaseException:
-            self.stop()
+            self.stop()  # interrupted: nothing is left behind
             raise
         return self
 
@@ -275,17 +346,22 @@ class TritonServer:
                 raise ServerError("the server is not running")
             code = self.process.poll()
             if code is not None:
-                raise ServerError(f"tritonserver exited with code {code} before it was ready; log tail:\n{self.log_tail()}")
+                if self._log_file is not None:
+                    self._log_file.flush()
+                log = self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+                raise ServerError(f"tritonserver exited with code {code} before it was ready; log tail:\n{self.log_tail()}",
+                                  cause=cause_line(log))
             if self.is_ready():
                 return
             time.sleep(0.25)
-        raise ServerError(f"tritonserver was not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}")
+        log = self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+        raise ServerError(f"tritonserver was not ready after {timeout:.0f} s; log tail:\n{self.log_tail()}", cause=cause_line(log))
 
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 20.0) -> Optional[int]:
+    def stop(self, timeout: float = 20.0, keep_log: bool = False) -> Optional[int]:
         """SIGTERM, wait up to ``timeout`` s, then SIGKILL the server's process group; returns its exit code."""
         code = None
         if self.process is not None:
@@ -308,17 +384,23 @@ class TritonServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):
                 pass
-        self._cleanup_files()
+        self._cleanup_files(keep_log=keep_log)
         return code
 
-    def _cleanup_files(self) -> None:
+    def _cleanup_files(self, keep_log: bool = False) -> None:
+        """Remove the work folder on every path; with ``keep_log``, a log that lived in it is moved
+        out first (fna-triton-PID-PORT.log in the temporary folder) and ``log_path`` follows it."""
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
         if self._workdir is not None:
-            keep_log = self.log_path is not None and self._workdir in self.log_path.parents
-            if keep_log and self.process is not None and self.process.returncode not in (0, None):
-                return  # keep the log of a failed server for inspection
+            own_log = self.log_path is not None and self._workdir in self.log_path.parents
+            if own_log and keep_log and self.log_path.exists():
+                kept = Path(tempfile.gettempdir()) / f"fna-triton-{os.getpid()}-{self.http_port}.log"
+                shutil.move(str(self.log_path), kept)
+                self.log_path = kept
+            elif own_log:
+                self.log_path = None
             shutil.rmtree(self._workdir, ignore_errors=True)
             self._workdir = None
 

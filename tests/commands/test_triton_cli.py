@@ -19,7 +19,7 @@ pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritoncl
 from fna_deploy import triton as tr  # noqa: E402
 from fna_deploy.cli import cli  # noqa: E402
 
-from ..triton.conftest import fake_engine, tiny_onnx  # noqa: E402
+from ..triton.conftest import fake_engine, fake_plugin, tiny_onnx  # noqa: E402
 
 
 def invoke(*args):
@@ -39,8 +39,7 @@ def test_triton_writes_repository_and_prints_commands(tmp_path):
     result = invoke("triton", onnx_path, "-o", tmp_path / "repo", "--name", "ort", "--max-batch-size", "2")
     assert result.exit_code == 0, result.output
     assert tr.parse_config((tmp_path / "repo" / "ort" / "config.pbtxt").read_text()).platform == "onnxruntime_onnx"
-    plugin = tmp_path / "libfna.so"
-    plugin.write_bytes(b"lib")
+    plugin = fake_plugin(tmp_path / "libfna.so")
     result = invoke("triton", fake_engine(tmp_path), "-o", tmp_path / "repo", "--name", "trt", "--plugin", plugin)
     assert result.exit_code == 0, result.output
     lib = (tmp_path / "repo" / "trt" / "plugins" / "libfna.so").resolve()

@@ -16,6 +16,17 @@ from fna_deploy.trt import EngineSidecar
 from fna_deploy.trt import TensorSpec as TrtTensor
 
 
+def fake_plugin(path: Path) -> Path:
+    """A real ELF shared library (one of Python's own extension modules) under an fna plugin's name:
+    the repository writer checks and copies plugin files, it never loads them."""
+    import shutil
+
+    import _ctypes
+
+    shutil.copyfile(_ctypes.__file__, path)
+    return path
+
+
 def tiny_onnx(path: Path, *, batch="N", metadata=None, external: bool = False) -> Path:
     """A real (small) image classifier graph: images [B,3,8,8] -> output [B,10]."""
     weight = np.random.default_rng(0).standard_normal((192, 10)).astype(np.float32)
@@ -76,7 +87,7 @@ def _server_binary_or_skip():
     return binary
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one export for every live-server test
 def tiny_fna(tmp_path_factory):
     """A depth-2 ViT-Tiny at 32 px (5 tokens) exported with FNA (m=3) in its last block."""
     import torch

@@ -11,7 +11,7 @@ pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritoncl
 
 from fna_deploy import triton as tr  # noqa: E402
 from fna_deploy.triton import RepositoryOptions, write_repository  # noqa: E402
-from .conftest import fake_engine, parsed, pb2, tiny_onnx  # noqa: E402
+from .conftest import fake_engine, fake_plugin, parsed, pb2, tiny_onnx  # noqa: E402
 
 
 def test_python_backend_repository(tmp_path):
@@ -28,7 +28,7 @@ def test_python_backend_repository(tmp_path):
     assert json.loads(cfg.parameters["fna_config"].string_value) == {"num_landmarks": 3}
     assert cfg.parameters["fna_target"].string_value == "portable"
     model_dir = tmp_path / "repo" / "vit"
-    assert sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()) == ["1/model.onnx", "1/model.py", "config.pbtxt"]
+    assert sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()) == [".fna-deploy-model", "1/model.onnx", "1/model.py", "config.pbtxt"]
     compile((model_dir / "1" / "model.py").read_text(), "model.py", "exec")
     assert (model_dir / "1" / "model.onnx").read_bytes() == onnx_path.read_bytes()
     assert "perf_analyzer -m vit" in report.perf_analyzer_command and "--concurrency-range" in report.perf_analyzer_command
@@ -43,8 +43,7 @@ def test_onnxruntime_backend_with_and_without_tensorrt_accelerator(tmp_path):
     assert cfg.instance_group[0].kind == pb2().ModelInstanceGroup.KIND_GPU and cfg.instance_group[0].count == 2
     assert not cfg.optimization.execution_accelerators.gpu_execution_accelerator
 
-    plugin = tmp_path / "libfna_plugins.so"
-    plugin.write_bytes(b"\x7fELF plugin bytes")
+    plugin = fake_plugin(tmp_path / "libfna_plugins.so")
     accel = write_repository(onnx_path, tmp_path / "repo", RepositoryOptions(name="trt_ep", backend="onnxruntime", plugin=str(plugin)))
     (acc,) = parsed(accel).optimization.execution_accelerators.gpu_execution_accelerator
     assert acc.name == "tensorrt" and acc.parameters["precision_mode"] == "FP16"
@@ -55,8 +54,7 @@ def test_onnxruntime_backend_with_and_without_tensorrt_accelerator(tmp_path):
 
 
 def test_tensorrt_backend_from_sidecar(tmp_path):
-    plugin = tmp_path / "libfna_plugins.so"
-    plugin.write_bytes(b"plugin")
+    plugin = fake_plugin(tmp_path / "libfna_plugins.so")
     engine = fake_engine(tmp_path, plugin=plugin)
     report = write_repository(engine, tmp_path / "repo", RepositoryOptions(name="vit_trt", backend="tensorrt", preferred_batch_sizes=[4, 8]))
     cfg = parsed(report)
@@ -66,7 +64,7 @@ def test_tensorrt_backend_from_sidecar(tmp_path):
     assert cfg.instance_group[0].kind == pb2().ModelInstanceGroup.KIND_GPU
     assert list(cfg.dynamic_batching.preferred_batch_size) == [4, 8]
     lib = tmp_path / "repo" / "vit_trt" / "plugins" / "libfna_plugins.so"
-    assert lib.read_bytes() == b"plugin" and (tmp_path / "repo" / "vit_trt" / "1" / "model.plan").is_file()
+    assert lib.read_bytes() == plugin.read_bytes() and (tmp_path / "repo" / "vit_trt" / "1" / "model.plan").is_file()
     assert f"--backend-config=tensorrt,plugins={lib.resolve()}" in report.server_command
     assert "--http-address=127.0.0.1" in report.server_command
     assert any(n.startswith("alternative to --backend-config: LD_PRELOAD=") for n in report.notes)
@@ -173,3 +171,65 @@ def test_perf_analyzer_and_url_helpers():
     for bad in ("127.0.0.1", "https://h:1", "h:port"):
         with pytest.raises(ValueError):
             tr.normalise_url(bad)
+
+
+def test_force_replaces_only_folders_fna_deploy_wrote(tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "m.onnx")
+    options = RepositoryOptions(name="data", backend="python")
+    user = tmp_path / "repo" / "data"
+    user.mkdir(parents=True)
+    (user / "notes.txt").write_text("the user's own files")
+    with pytest.raises(FileExistsError):
+        write_repository(onnx_path, tmp_path / "repo", options)
+    with pytest.raises(ValueError, match="was not written by fna-deploy .*so --force does not replace it"):
+        write_repository(onnx_path, tmp_path / "repo", options, force=True)
+    assert (user / "notes.txt").read_text() == "the user's own files"
+    report = write_repository(onnx_path, tmp_path / "repo", RepositoryOptions(name="vit", backend="python"))
+    assert tr.is_fna_model_folder(report.model_dir) and (Path(report.model_dir) / tr.MARKER).is_file()
+    write_repository(onnx_path, tmp_path / "repo", RepositoryOptions(name="vit", backend="python", max_batch_size=2), force=True)
+    assert parsed(report).max_batch_size == 2  # its own folder: replaced
+    assert sorted(p.name for p in (tmp_path / "repo").iterdir()) == ["data", "vit"]  # nothing staged is left
+
+
+def test_a_failed_write_removes_only_what_it_created(tmp_path, monkeypatch):
+    import shutil
+
+    onnx_path = tiny_onnx(tmp_path / "m.onnx")
+    repo = tmp_path / "repo"
+    real_copy = shutil.copy2
+
+    def copy_then_fail(src, dst, *args, **kwargs):
+        (repo / "other").mkdir()  # another process writes its model into the new repository meanwhile
+        real_copy(src, dst, *args, **kwargs)
+        raise OSError(28, "No space left on device", str(dst))
+
+    monkeypatch.setattr(shutil, "copy2", copy_then_fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_repository(onnx_path, repo, RepositoryOptions(name="vit", backend="python"))
+    assert sorted(p.name for p in repo.iterdir()) == ["other"]  # kept: not ours; our staging folder: gone
+    (repo / "other").rmdir()
+    with pytest.raises(OSError):
+        write_repository(onnx_path, tmp_path / "fresh", RepositoryOptions(name="vit", backend="python"))
+    assert not (tmp_path / "fresh").exists()  # created by the failed call and empty: removed
+
+
+@pytest.mark.parametrize("name", ["abc\n", "a/b", "..", "a b", "", "x" * 129])
+def test_names_must_match_in_full(tmp_path, name):
+    with pytest.raises(ValueError, match="is not valid"):
+        write_repository(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "repo", RepositoryOptions(name=name, backend="python"))
+    assert not (tmp_path / "repo").exists()
+
+
+def test_plugins_must_be_fna_shared_libraries(tmp_path):
+    onnx_path = tiny_onnx(tmp_path / "m.onnx")
+    text = tmp_path / "libfna_plugins.so"
+    text.write_text("#!/bin/sh\nnot a library\n")
+    wrong_name = fake_plugin(tmp_path / "libother.so")
+    for plugin, message in ((text, "is not a shared library"), (wrong_name, "is not named like an fna plugin library"),
+                            (tmp_path, "is not a file"), (tmp_path / "missing.so", "does not exist")):
+        with pytest.raises(ValueError, match=message):
+            write_repository(onnx_path, tmp_path / "repo", RepositoryOptions(name="m", backend="onnxruntime", plugin=str(plugin)))
+    engine = fake_engine(tmp_path, plugin=text, name="s.plan")  # a sidecar naming any file: refused the same way
+    with pytest.raises(ValueError, match="the plugin named in s.plan.json, .* is not a shared library"):
+        write_repository(engine, tmp_path / "repo", RepositoryOptions(name="s", backend="tensorrt"))
+    assert not (tmp_path / "repo").exists()
