@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from ..cli import CliError, user_errors
-from .common import load_cli_model, model_label
+from .common import check_output_dir, load_cli_model, model_label
 from .options import deprecated, quiet_option, report_option, verbose_option
 from .progress import progress
 
@@ -19,8 +19,7 @@ def _plot_file(path: str) -> Path:
     if target.suffix.lower() == ".png" and not target.is_dir():
         deprecated("--plot FILE.png", "--plot DIR (the plot is written as DIR/latency.png, like analyze --plot DIR)")
         return target
-    if target.exists() and not target.is_dir():
-        raise CliError(f"--plot: {path!r} exists and is not a directory")
+    check_output_dir(path, "--plot")
     return target / "latency.png"  # the folder is made when the plot is written, not before the timing
 
 
@@ -58,7 +57,7 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch and ONNX Runtime (default: all).")
 @report_option("Write the measurements as JSON to FILE.")
-@click.option("--plot", "plot_path", type=click.Path(), metavar="DIR", help="Write a PNG of latency against tokens (log-log) into DIR, as latency.png.")
+@click.option("--plot", "plot_path", type=click.Path(file_okay=False), metavar="DIR", help="Write a PNG of latency against tokens (log-log) into DIR, as latency.png.")
 @quiet_option()
 @verbose_option("Also print the machine the numbers come from (CPU, threads, library versions).")
 @user_errors

@@ -61,6 +61,13 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
         raise CliError(f"{onnx_path!r} does not exist; export one with 'fna-deploy export MODEL --target trt'")
     if report_path and not check:
         raise CliError("--report goes with --check (the contract check report)")
+    if not check:  # the flags first (cheap), then the file
+        batch = parse_batch(batch_spec)
+        profile_shapes = profile_from_flags(
+            shapes, min_shapes, opt_shapes, max_shapes, legacy=parse_shapes,
+            on_legacy=lambda: deprecated("--shapes NAME:MINxOPTxMAX with comma-separated dimensions",
+                                         "--min-shapes/--opt-shapes/--max-shapes NAME:1x3x224x224 (trtexec syntax)"),
+        )
     from .common import read_onnx_metadata
 
     read_onnx_metadata(onnx_path, "MODEL.onnx")
@@ -73,12 +80,6 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
             _check(source, runtime, report_path)
             return
         plan = Path(output) if output else source.with_suffix(".plan")
-        batch = parse_batch(batch_spec)
-        profile_shapes = profile_from_flags(
-            shapes, min_shapes, opt_shapes, max_shapes, legacy=parse_shapes,
-            on_legacy=lambda: deprecated("--shapes NAME:MINxOPTxMAX with comma-separated dimensions",
-                                         "--min-shapes/--opt-shapes/--max-shapes NAME:1x3x224x224 (trtexec syntax)"),
-        )
         sidecar = build_engine(source, plan, fp16=fp16, plugin=plugin, batch=batch, shapes=profile_shapes,
                                workspace_gib=workspace, timing_cache=timing_cache, verbose=verbose, runtime=runtime,
                                compute_capabilities=parse_compute_capabilities(compute_capabilities))
