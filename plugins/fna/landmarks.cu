@@ -61,6 +61,24 @@ __device__ uint64_t block_exclusive_scan(uint64_t v, uint64_t* total, uint64_t* 
 constexpr int kShiftA = 21, kShiftE = 42;
 constexpr uint64_t kMask21 = (1ull << 21) - 1;
 
+// A token's class: 0 guaranteed (prefix or massive), 1 artifact (never picked), 2 eligible for FPS;
+// and its packed counter. Both kernels classify with this one rule, as ops/landmarks.py does.
+template <typename TS>
+__device__ __forceinline__ int token_class(int i, int P, const TS* scores_b, bool use_scores, const LandmarkAttrs& a,
+                                           float massive_thr, float artifact_thr) {
+    if (i < P) return 0;
+    if (use_scores) {
+        const float sc = to_float(scores_b[i]);
+        if (a.massive_ratio > 0.f && sc >= massive_thr) return 0;
+        if (a.artifact_ratio > 0.f && sc >= artifact_thr) return 1;
+    }
+    return 2;
+}
+
+__device__ __forceinline__ uint64_t class_counter(int cls) {
+    return cls == 0 ? 1ull : (cls == 1 ? (1ull << kShiftA) : (1ull << kShiftE));
+}
+
 template <typename TF, typename TS>
 __global__ void __launch_bounds__(kThreads) landmarks_kernel(const TF* __restrict__ features, const TS* __restrict__ scores,
                                                              int N, int D, LandmarkAttrs a, int32_t* __restrict__ out,
@@ -110,20 +128,12 @@ __global__ void __launch_bounds__(kThreads) landmarks_kernel(const TF* __restric
     }
     const float massive_thr = a.massive_ratio * med, artifact_thr = a.artifact_ratio * med;
 
-    auto classify = [&](int i) -> int {  // 0 guaranteed, 1 artifact, 2 eligible
-        if (i < P) return 0;
-        if (use_scores) {
-            const float sc = to_float(scores[static_cast<int64_t>(b) * N + i]);
-            if (a.massive_ratio > 0.f && sc >= massive_thr) return 0;
-            if (a.artifact_ratio > 0.f && sc >= artifact_thr) return 1;
-        }
-        return 2;
-    };
-    auto packed = [](int cls) -> uint64_t { return cls == 0 ? 1ull : (cls == 1 ? (1ull << kShiftA) : (1ull << kShiftE)); };
+    const TS* scores_b = use_scores ? scores + static_cast<int64_t>(b) * N : nullptr;
+    auto classify = [&](int i) { return token_class(i, P, scores_b, use_scores, a, massive_thr, artifact_thr); };
 
     // ---- 2. totals, then ranks (guaranteed, artifact, unpicked) in index order
     uint64_t local = 0;
-    for (int i = tid; i < N; i += kThreads) local += packed(classify(i));
+    for (int i = tid; i < N; i += kThreads) local += class_counter(classify(i));
     uint64_t totals;
     block_exclusive_scan(local, &totals, s_scan);
     const int G = static_cast<int>(totals & kMask21), E = static_cast<int>((totals >> kShiftE) & kMask21);
@@ -134,7 +144,7 @@ __global__ void __launch_bounds__(kThreads) landmarks_kernel(const TF* __restric
         const int i = base + tid;
         const int cls = i < N ? classify(i) : -1;
         uint64_t chunk_total;
-        const uint64_t pos = offset + block_exclusive_scan(cls >= 0 ? packed(cls) : 0ull, &chunk_total, s_scan);
+        const uint64_t pos = offset + block_exclusive_scan(cls >= 0 ? class_counter(cls) : 0ull, &chunk_total, s_scan);
         offset += chunk_total;
         if (i >= N) continue;
         int r = 2 * N + i;
@@ -340,20 +350,12 @@ __global__ void __launch_bounds__(kFpsThreads, 1) fps_cluster_kernel(const TF* _
         med = key_float(s_ctrl[0]);
     }
     const float massive_thr = a.massive_ratio * med, artifact_thr = a.artifact_ratio * med;
-    auto classify = [&](int i) -> int {  // 0 guaranteed, 1 artifact, 2 eligible
-        if (i < P) return 0;
-        if (use_scores) {
-            const float sc = to_float(scores[static_cast<int64_t>(b) * N + i]);
-            if (a.massive_ratio > 0.f && sc >= massive_thr) return 0;
-            if (a.artifact_ratio > 0.f && sc >= artifact_thr) return 1;
-        }
-        return 2;
-    };
-    auto packed = [](int cls) -> uint64_t { return cls == 0 ? 1ull : (cls == 1 ? (1ull << kShiftA) : (1ull << kShiftE)); };
+    const TS* scores_b = use_scores ? scores + static_cast<int64_t>(b) * N : nullptr;
+    auto classify = [&](int i) { return token_class(i, P, scores_b, use_scores, a, massive_thr, artifact_thr); };
 
     // ---- 2. class counts: this CTA's, then the cluster's totals and the counts before this CTA
     uint64_t local = 0;
-    for (int i = lo + tid; i < hi; i += kFpsThreads) local += packed(classify(i));
+    for (int i = lo + tid; i < hi; i += kFpsThreads) local += class_counter(classify(i));
     uint64_t cta_total;
     block_exclusive_scan<kFpsWarps>(local, &cta_total, s_scan);
     if (tid == 0) *s_count = cta_total;
@@ -374,7 +376,7 @@ __global__ void __launch_bounds__(kFpsThreads, 1) fps_cluster_kernel(const TF* _
         const int i = base + tid;
         const int cls = i < hi ? classify(i) : -1;
         uint64_t round_total;
-        const uint64_t pos = offset + block_exclusive_scan<kFpsWarps>(cls >= 0 ? packed(cls) : 0ull, &round_total, s_scan);
+        const uint64_t pos = offset + block_exclusive_scan<kFpsWarps>(cls >= 0 ? class_counter(cls) : 0ull, &round_total, s_scan);
         offset += round_total;
         if (i >= hi) continue;
         float md = -INFINITY;
