@@ -631,20 +631,26 @@ __global__ void __launch_bounds__(kSysThreads) system_kernel(SysArgs p) {
 // ---------------------------------------------------------------------------------------------
 // Launchers
 // ---------------------------------------------------------------------------------------------
-template <typename T, typename TV, typename TO, int NV>
-int launch_attention(AttnArgs p, int bh, cudaStream_t s) {
-    const size_t smem = (static_cast<size_t>(kRowsPerCta) * p.d + static_cast<size_t>(kTile) * (p.d + 1) +
-                         static_cast<size_t>(kTile) * p.dv) * sizeof(float);
-    auto kernel = attention_kernel<T, TV, TO, NV>;
+// Both attention kernels take a flat grid.x of (query tile, b*h) and grid.y = key split; this
+// launches either with its dynamic shared memory, `rows` query rows per CTA.
+template <typename Args>
+int launch_query_tiles(void (*kernel)(Args), Args p, int rows, int threads, size_t smem, int bh, cudaStream_t s) {
     if (smem > 48 * 1024) {
         cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
         if (e != cudaSuccess) return e;
     }
-    p.qtiles = (p.nq + kRowsPerCta - 1) / kRowsPerCta;
+    p.qtiles = (p.nq + rows - 1) / rows;
     if (static_cast<int64_t>(p.qtiles) * bh > 0x7fffffff) return kErrBadArgs;  // grid.x
     dim3 grid(static_cast<unsigned>(static_cast<int64_t>(p.qtiles) * bh), p.nsplit);
-    kernel<<<grid, kAttnThreads, smem, s>>>(p);
+    kernel<<<grid, threads, smem, s>>>(p);
     return cudaGetLastError();
+}
+
+template <typename T, typename TV, typename TO, int NV>
+int launch_attention(AttnArgs p, int bh, cudaStream_t s) {
+    const size_t smem = (static_cast<size_t>(kRowsPerCta) * p.d + static_cast<size_t>(kTile) * (p.d + 1) +
+                         static_cast<size_t>(kTile) * p.dv) * sizeof(float);
+    return launch_query_tiles(attention_kernel<T, TV, TO, NV>, p, kRowsPerCta, kAttnThreads, smem, bh, s);
 }
 
 template <typename T, typename TV, typename TO>
@@ -658,16 +664,7 @@ int dispatch_attention(const AttnArgs& p, int bh, cudaStream_t s) {
 template <typename T, int D>
 int launch_tc(TcArgs p, int bh, cudaStream_t s) {
     const size_t smem = (static_cast<size_t>(kTcRows + kTcKeys) * (D + 8) + static_cast<size_t>(D) * (kTcKeys + 8)) * sizeof(T);
-    auto kernel = tc_attention_kernel<T, D>;
-    if (smem > 48 * 1024) {
-        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
-        if (e != cudaSuccess) return e;
-    }
-    p.qtiles = (p.nq + kTcRows - 1) / kTcRows;
-    if (static_cast<int64_t>(p.qtiles) * bh > 0x7fffffff) return kErrBadArgs;  // grid.x
-    dim3 grid(static_cast<unsigned>(static_cast<int64_t>(p.qtiles) * bh), p.nsplit);
-    kernel<<<grid, kTcThreads, smem, s>>>(p);
-    return cudaGetLastError();
+    return launch_query_tiles(tc_attention_kernel<T, D>, p, kTcRows, kTcThreads, smem, bh, s);
 }
 
 template <typename T>
