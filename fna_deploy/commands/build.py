@@ -92,6 +92,9 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
     click.echo(f"engine: {plan} ({LABELS[sidecar.runtime]} {sidecar.tensorrt_version}, {sidecar.gpu}, "
                f"fp16={sidecar.fp16} via {sidecar.fp16_strategy})")
     click.echo(f"sidecar: {plan}.json; batch profile {batch[0]}:{batch[1]}:{batch[2]}")
+    layers = sidecar.extra.get("plugin_layers")
+    if layers:
+        click.echo("plugin layers: " + ", ".join(f"{n} {op}" for op, n in sorted(layers.items())))
 
 
 def _check(source: Path, runtime: str, report_path: Optional[str]) -> None:
