@@ -157,12 +157,12 @@ class EngineSidecar:
 
 
 def default_plugin() -> Optional[str]:
-    """The plugin library `fna-deploy plugin build` made, if any."""
+    """The TensorRT plugin library `fna-deploy plugin build` made (libfna_trt_plugin.so), if any."""
     try:
-        from ..native import find_library
+        from ..native import find_trt_plugin
     except ImportError:
         return None
-    found = find_library()
+    found = find_trt_plugin()
     return str(found) if found else None
 
 
