@@ -105,7 +105,7 @@ def find_library(build_dir: "Path | str | None" = None) -> Optional[Path]:
 
 def find_trt_plugin(build_dir: "Path | str | None" = None, runtime: str = "tensorrt") -> Optional[Path]:
     """Path of the built plugin library for ``runtime``: ``libfna_trt_plugin.so`` (TensorRT) or
-    ``libfna_trt_rtx_plugin.so`` (TensorRT-RTX, built when CMake finds TensorRT_RTX_ROOT), or None."""
+    ``libfna_trt_rtx_plugin.so`` (TensorRT-RTX, built when CMake has headers for it), or None."""
     build = Path(build_dir or default_build_dir())
     info = read_build_info(build)
     key, name = ("trt_rtx_plugin", TRT_RTX_PLUGIN_NAME) if runtime == "tensorrt-rtx" else ("trt_plugin", TRT_PLUGIN_NAME)

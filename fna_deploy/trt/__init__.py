@@ -201,7 +201,7 @@ def load_plugins(plugin: Optional[str], runtime: str = TENSORRT, trt: Any = None
     import ctypes
 
     try:
-        ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)  # REGISTER_TENSORRT_PLUGIN runs on load
+        ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)  # its static registrar registers the creators in "fna"
     except OSError as exc:  # e.g. a TensorRT build of the plugin loaded into TensorRT-RTX (no libnvinfer here)
         raise TensorRTUnavailable(f"cannot load the plugin library {plugin} into {LABELS[runtime]}: {exc}") from None
     registry = trt.get_plugin_registry()
