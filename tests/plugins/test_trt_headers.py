@@ -28,16 +28,17 @@ def cuda_include() -> "Path | None":
     return None
 
 
+@pytest.mark.parametrize("trace", [False, True], ids=["plain", "traced"])
 @pytest.mark.parametrize("major", ["11", "10"])
-def test_glue_compiles_against_the_headers(major, tmp_path):
+def test_glue_compiles_against_the_headers(major, trace, tmp_path):
     headers = headers_or_skip(major)
     compiler = shutil.which("c++") or shutil.which("g++")
     cuda = cuda_include()
     if compiler is None or cuda is None:
         pytest.skip("needs a C++ compiler and the CUDA runtime headers (cuda_runtime_api.h)")
     obj = tmp_path / f"fna_plugins_trt{major}.o"
-    # -DFNA_TRACE_CALLS: the traced variant holds every line of the plain one
-    cmd = [compiler, "-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror", "-DFNA_TRACE_CALLS=1",
+    # traced: FNA_TRACE_PLUGIN_CALLS's variant (fna_trace.h), as the TensorRT-RTX engine test builds it
+    cmd = [compiler, "-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror", *(["-DFNA_TRACE_CALLS=1"] if trace else []),
            "-isystem", str(headers), "-isystem", str(cuda), "-I", str(REPO / "plugins" / "fna"),
            "-c", str(REPO / "plugins" / "fna" / "trt" / "fna_plugins.cpp"), "-o", str(obj)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)

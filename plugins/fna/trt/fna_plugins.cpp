@@ -13,13 +13,12 @@
 
 #include <cstdio>
 #include <cstring>
-#include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "fna_contract.h"
 #include "fna_logic.h"
+#include "fna_trace.h"
 #include "kernels.h"
 
 namespace fna {
@@ -46,46 +45,6 @@ void log_error(std::string const& msg) noexcept {
         else std::fprintf(stderr, "[fna] %s\n", msg.c_str());
     } catch (...) {
     }
-}
-
-// FNA_TRACE_CALLS (CMake option FNA_TRACE_PLUGIN_CALLS, on in Debug builds): every plugin method
-// prints one line to stderr the first time it runs for each op, "fna-trace: OP.method detail", so a
-// test can see which build-phase methods the real builder called and with what.
-#ifdef FNA_TRACE_CALLS
-void trace_once(char const* op, char const* method, std::string const& detail = "") noexcept {
-    try {
-        static std::mutex mu;
-        static std::set<std::string> seen;
-        std::lock_guard<std::mutex> lock(mu);
-        std::string key = std::string(op) + "." + method + " " + detail;
-        if (seen.insert(key).second) std::fprintf(stderr, "fna-trace: %s\n", key.c_str());
-    } catch (...) {
-    }
-}
-#define FNA_TRACE(...) trace_once(__VA_ARGS__)
-#else
-#define FNA_TRACE(...) ((void)0)
-#endif
-
-char const* type_name(DataType t) {
-    switch (t) {
-        case DataType::kFLOAT: return "fp32";
-        case DataType::kHALF: return "fp16";
-        case DataType::kBF16: return "bf16";
-        case DataType::kINT32: return "int32";
-        case DataType::kINT64: return "int64";
-        default: return "other";
-    }
-}
-
-// "B?xHxN" style: '?' for a symbolic (build-time unknown) dimension, else its value.
-[[maybe_unused]] std::string expr_str(DimsExprs const& d) {
-    std::string s;
-    for (int32_t i = 0; i < d.nbDims; ++i) {
-        if (i) s += "x";
-        s += d.d[i]->isConstant() ? std::to_string(d.d[i]->getConstantValue()) : std::string("?");
-    }
-    return s;
 }
 
 std::vector<int64_t> dims_of(Dims const& d) {
@@ -395,7 +354,7 @@ class LandmarksCreator final : public CreatorBase<LandmarksPlugin, LandmarkAttrs
 public:
     LandmarksCreator()
         : CreatorBase(kLandmarksName, contract_fields(contract::kLandmarksFields)) {}
-    IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase phase) noexcept override {
+    IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, [[maybe_unused]] TensorRTPhase phase) noexcept override {
         FNA_TRACE(kLandmarksName, "createPlugin", phase == TensorRTPhase::kBUILD ? "kBUILD" : "kRUNTIME");
         return create(fc, &parse_landmark_attrs);
     }
@@ -405,7 +364,7 @@ class NystromCreator final : public CreatorBase<NystromPlugin, NystromAttrs> {
 public:
     NystromCreator()
         : CreatorBase(kNystromName, contract_fields(contract::kNystromFields)) {}
-    IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase phase) noexcept override {
+    IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, [[maybe_unused]] TensorRTPhase phase) noexcept override {
         FNA_TRACE(kNystromName, "createPlugin", phase == TensorRTPhase::kBUILD ? "kBUILD" : "kRUNTIME");
         return create(fc, &parse_nystrom_attrs);
     }
