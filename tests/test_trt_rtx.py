@@ -198,7 +198,7 @@ def test_a_dying_builder_is_one_sentence_with_its_signal(exports, tmp_path, monk
 
     dying = tmp_path / "dies.py"
     dying.write_text("import os, sys\nprint('terminate called without an active exception', file=sys.stderr)\nos.abort()\n")
-    with pytest.raises(rtx_child.ChildDied, match=r"the test process was killed by SIGABRT \(signal 6\); nothing was written"):
+    with pytest.raises(rtx_child.ChildDied, match=r"^the test process was killed by SIGABRT \(signal 6\); nothing was written$"):
         rtx_child.run_script(dying, {}, "tensorrt_rtx", tmp_path, "test")
 
     real = rtx_child.run_script

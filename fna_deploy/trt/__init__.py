@@ -291,7 +291,7 @@ def _build_rtx(trt: Any, source: Path, plugin: Optional[str], profile_dims: dict
             print(line, file=sys.stderr)
 
     result = run_script(Path(__file__).with_name("_rtx_build.py"), spec, MODULES[TENSORRT_RTX], tmp,
-                        "TensorRT-RTX builder", on_stderr=relay)
+                        "TensorRT-RTX builder", on_stderr=relay, hint="rerun with --verbose to see its log")
     if "error" in result:
         raise (TensorRTUnavailable if result.get("kind") == "unavailable" else ValueError)(result["error"])
     return (Path(spec["plan"]).read_bytes(), [TensorSpec(**t) for t in result["inputs"]],

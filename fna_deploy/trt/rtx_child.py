@@ -63,8 +63,8 @@ def child_env(module: str, tmp: "str | Path") -> dict[str, str]:
     return env
 
 
-def died(returncode: int, what: str) -> str:
-    """One sentence for a child that ended with ``returncode`` and no answer."""
+def died(returncode: int, what: str, hint: str = "") -> str:
+    """One sentence for a child that ended with ``returncode`` and no answer (``hint``: what to do)."""
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -73,11 +73,11 @@ def died(returncode: int, what: str) -> str:
         how = f"was killed by {name} (signal {-returncode})"
     else:
         how = f"exited with status {returncode} without an answer"
-    return f"the {what} process {how}; nothing was written; rerun with --verbose to see its log"
+    return f"the {what} process {how}; nothing was written" + (f"; {hint}" if hint else "")
 
 
 def run_script(script: Path, spec: dict, module: str, tmp: "str | Path", what: str, *, timeout: float = 3600.0,
-               on_stderr: Optional[Callable[[str], None]] = None) -> dict:
+               on_stderr: Optional[Callable[[str], None]] = None, hint: str = "") -> dict:
     """Run ``python SCRIPT SPEC.json`` in a child with :func:`child_env`; return the JSON object of its
     last stdout line. ``on_stderr`` gets each line the child wrote to stderr (runtime logs, fna-trace
     lines of a plugin built with FNA_TRACE_PLUGIN_CALLS). Raises ChildDied with one sentence."""
@@ -93,8 +93,8 @@ def run_script(script: Path, spec: dict, module: str, tmp: "str | Path", what: s
             on_stderr(line)
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
-        raise ChildDied(died(proc.returncode, what))
+        raise ChildDied(died(proc.returncode, what, hint))
     try:
         return json.loads(lines[-1])
     except json.JSONDecodeError:
-        raise ChildDied(died(proc.returncode, what)) from None
+        raise ChildDied(died(proc.returncode, what, hint)) from None

@@ -34,8 +34,8 @@ def test_glue_compiles_against_the_headers(major, trace, tmp_path):
     headers = headers_or_skip(major)
     compiler = shutil.which("c++") or shutil.which("g++")
     cuda = cuda_include()
-    if compiler is None or cuda is None:
-        pytest.skip("needs a C++ compiler and the CUDA runtime headers (cuda_runtime_api.h)")
+    if compiler is None or cuda is None or shutil.which("nm") is None:
+        pytest.skip("needs a C++ compiler, nm and the CUDA runtime headers (cuda_runtime_api.h)")
     obj = tmp_path / f"fna_plugins_trt{major}.o"
     # traced: FNA_TRACE_PLUGIN_CALLS's variant (fna_trace.h), as the TensorRT-RTX engine test builds it
     cmd = [compiler, "-std=c++17", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra", "-Werror", *(["-DFNA_TRACE_CALLS=1"] if trace else []),
