@@ -22,11 +22,8 @@ import ctypes
 import json
 import math
 import os
-import shutil
-import subprocess
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 ABI_VERSION = 1
 LIBRARY_NAME = "libfna.so"
@@ -108,7 +105,7 @@ def find_library(build_dir: "Path | str | None" = None) -> Optional[Path]:
 
 def find_trt_plugin(build_dir: "Path | str | None" = None, runtime: str = "tensorrt") -> Optional[Path]:
     """Path of the built plugin library for ``runtime``: ``libfna_trt_plugin.so`` (TensorRT) or
-    ``libfna_trt_rtx_plugin.so`` (TensorRT-RTX, built when CMake finds TensorRT_RTX_ROOT), or None."""
+    ``libfna_trt_rtx_plugin.so`` (TensorRT-RTX, built when CMake has headers for it), or None."""
     build = Path(build_dir or default_build_dir())
     info = read_build_info(build)
     key, name = ("trt_rtx_plugin", TRT_RTX_PLUGIN_NAME) if runtime == "tensorrt-rtx" else ("trt_plugin", TRT_PLUGIN_NAME)
@@ -118,103 +115,6 @@ def find_trt_plugin(build_dir: "Path | str | None" = None, runtime: str = "tenso
         if path.is_file():
             return path
     return None
-
-
-# ----------------------------------------------------------------------------------- build
-@dataclass
-class BuildResult:
-    build_dir: Path
-    library: Path
-    cuda: bool
-    cuda_reason: str
-    cuda_architectures: str
-    trt_plugin: Optional[Path]
-    trt_reason: str
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def build(
-    build_dir: "Path | str | None" = None,
-    *,
-    cuda_arch: Optional[str] = None,
-    cpu_only: bool = False,
-    tensorrt_root: "Path | str | None" = None,
-    targets: Optional[list[str]] = None,
-    jobs: Optional[int] = None,
-    log: Optional[Callable[[str], None]] = None,
-    verbose: bool = False,
-) -> BuildResult:
-    """Configure and build plugins/ with CMake; return what was built.
-
-    ``cuda_arch``: CMAKE_CUDA_ARCHITECTURES, e.g. "90" or "80;86" (commas accepted); default
-    "80;86;89;90". ``cpu_only``: skip nvcc (CPU reference only). ``targets``: CMake targets to
-    build (default: all). ``verbose``: every compiler command and output line goes to ``log``.
-    Raises NativeLibraryError / ValueError with one sentence on failure.
-    """
-    src = source_dir()
-    if src is None:
-        raise NativeLibraryError(
-            "the plugin sources (CMakeLists.txt, plugins/) are not part of this installation; "
-            "build from a source checkout of fna-deploy"
-        )
-    cmake = shutil.which("cmake")
-    if cmake is None:
-        raise NativeLibraryError("cmake was not found on PATH; install it (e.g. pip install cmake) and retry")
-    if cuda_arch is not None:
-        cuda_arch = ";".join(a.strip() for a in cuda_arch.replace(",", ";").split(";") if a.strip())
-        if not cuda_arch or not all(a.replace("-real", "").replace("-virtual", "").rstrip("af").isdigit() for a in cuda_arch.split(";")):
-            raise ValueError(f"--cuda-arch must be a list of CUDA architectures such as 90 or 80,86,90, got {cuda_arch!r}")
-    out = Path(build_dir or default_build_dir()).expanduser().resolve()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"build directory {out} exists and is not a directory")
-    say = log or (lambda _msg: None)
-
-    args = [cmake, "-S", str(src), "-B", str(out), "-DCMAKE_BUILD_TYPE=Release"]
-    args.append(f"-DFNA_CPU_ONLY={'ON' if cpu_only else 'OFF'}")
-    if cuda_arch:
-        args.append(f"-DCMAKE_CUDA_ARCHITECTURES={cuda_arch}")
-    if tensorrt_root:
-        args.append(f"-DTensorRT_ROOT={Path(tensorrt_root).expanduser().resolve()}")
-    say(f"configuring {out}")
-    _run(args, "CMake configure", say, verbose)
-    build_args = [cmake, "--build", str(out), "-j", str(jobs or os.cpu_count() or 2)]
-    for target in targets or []:
-        build_args += ["--target", target]
-    if verbose:
-        build_args.append("--verbose")
-    say("building (the CUDA kernels take a minute or two per architecture)")
-    _run(build_args, "the build", say, verbose)
-
-    info = read_build_info(out)
-    library = find_library(out)
-    if info is None or library is None:
-        raise NativeLibraryError(f"the build finished but {LIBRARY_NAME} is not in {out}; see the CMake output above")
-    trt = find_trt_plugin(out) if info.get("trt_plugin") else None
-    return BuildResult(
-        build_dir=out,
-        library=library,
-        cuda=bool(info.get("cuda")),
-        cuda_reason=info.get("cuda_reason", ""),
-        cuda_architectures=info.get("cuda_architectures", ""),
-        trt_plugin=trt,
-        trt_reason=info.get("trt_reason", "") if trt is None else "",
-        info=info,
-    )
-
-
-def _run(args: list[str], what: str, say: Callable[[str], None], every_line: bool = False) -> None:
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        tail = (tail + [line])[-200:]
-        if every_line or line.startswith("[") or "fna:" in line or "error" in line.lower():
-            say(line)
-    if proc.wait() != 0:
-        errors = [l for l in tail if "error:" in l.lower()] or [l for l in tail if "error" in l.lower()]
-        detail = (errors[:1] or tail[-1:] or ["(no output)"])[0].strip()
-        raise NativeLibraryError(f"{what} failed (exit {proc.returncode}): {detail}")
 
 
 # ------------------------------------------------------------------------------ the library
@@ -469,11 +369,15 @@ def registered_cuda_library() -> Optional[NativeLibrary]:
     return registered[-1] if registered else None
 
 
+# the CMake build lives in native_build.py (imported last: it reads the locations above)
+from .native_build import BuildResult, build, check_tensorrt_include  # noqa: E402
+
 __all__ = [
     "BuildResult",
     "NativeLibrary",
     "NativeLibraryError",
     "build",
+    "check_tensorrt_include",
     "default_build_dir",
     "find_library",
     "find_trt_plugin",

@@ -141,20 +141,18 @@ def test_dense_engine_with_dynamic_batch_and_its_triton_repository(exports, tmp_
     assert sidecar.profile["images"] == {"min": [1, 3, 64, 64], "opt": [2, 3, 64, 64], "max": [4, 3, 64, 64]}
     assert sidecar.min_batch == 1 and sidecar.max_batch == 4
 
-    pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
-    from fna_deploy import triton as tr
-
-    report = tr.write_repository(plan, tmp_path / "repo", tr.RepositoryOptions(name="dense_rtx", backend="tensorrt"))
-    cfg = tr.parse_config(Path(report.config_path).read_text())  # Triton's own protobuf
-    assert cfg.platform == "tensorrt_plan" and cfg.max_batch_size == 4
-    assert [(t.name, list(t.dims), t.data_type) for t in cfg.input] == [("images", [3, 64, 64], pb2.TYPE_FP32)]
-    assert [(t.name, list(t.dims)) for t in cfg.output] == [("output", [1000])]
-    assert (tmp_path / "repo" / "dense_rtx" / "1" / "model.plan").read_bytes() == plan.read_bytes()
     reason = engine_runs_here(plan)
     if runtime.local_compute_capability() is None:
         assert reason and "needs a CUDA GPU" in reason
-        assert any(n.startswith("this engine cannot run on this machine") for n in report.notes)
-    assert any("built with TensorRT-RTX" in n for n in report.notes)
+
+    # Triton's tensorrt backend cannot load a TensorRT-RTX plan: refused in one sentence, nothing written
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    result = CliRunner().invoke(cli, ["triton", str(plan), "-o", str(repo), "--name", "dense_rtx", "--backend", "tensorrt"])
+    assert result.exit_code == 2, result.output
+    assert "was built with TensorRT-RTX" in result.output and "--runtime tensorrt" in result.output
+    assert "serve the portable ONNX export" in result.output and result.output.count("\n") == 1
+    assert list(repo.iterdir()) == []
 
 
 def test_hopper_is_refused_in_one_sentence(exports, tmp_path):
@@ -173,5 +171,42 @@ def test_fna_export_without_an_rtx_plugin_library_names_what_is_missing(exports,
     plan = tmp_path / "fna.plan"
     result = CliRunner().invoke(cli, ["build", str(exports["timm-trt"]), "-o", str(plan), "--runtime", "tensorrt-rtx"])
     assert result.exit_code == 2
-    assert "no TensorRT-RTX build of the fna plugin library" in result.output and "TensorRT_RTX_ROOT" in result.output
+    assert "no TensorRT-RTX build of the fna plugin library" in result.output
+    assert "fna-deploy plugin build --runtime tensorrt-rtx --tensorrt-include DIR" in result.output
     assert not plan.exists()
+
+
+def test_child_gets_the_unversioned_name_of_the_very_library_the_wheel_loads(tmp_path):
+    """The parser's dlopen("libtensorrt_rtx.so") must find the file this process loaded (another copy
+    would load a second plugin registry): a private folder first on the child's LD_LIBRARY_PATH."""
+    import os
+
+    from fna_deploy.trt import rtx_child
+
+    runtime.import_runtime("tensorrt-rtx")
+    loaded = rtx_child.loaded_library("tensorrt_rtx")
+    maps = Path("/proc/self/maps").read_text()
+    assert loaded is not None and str(loaded) in maps and loaded.name == "libtensorrt_rtx.so.1"
+    env = rtx_child.child_env("tensorrt_rtx", tmp_path)
+    first = Path(env["LD_LIBRARY_PATH"].split(os.pathsep)[0])
+    assert first == tmp_path / "libs" and (first / "libtensorrt_rtx.so").resolve() == loaded
+    assert os.environ.get("LD_LIBRARY_PATH", "") in env["LD_LIBRARY_PATH"]  # what was there stays, after it
+
+
+def test_a_dying_builder_is_one_sentence_with_its_signal(exports, tmp_path, monkeypatch):
+    from fna_deploy.trt import rtx_child
+
+    dying = tmp_path / "dies.py"
+    dying.write_text("import os, sys\nprint('terminate called without an active exception', file=sys.stderr)\nos.abort()\n")
+    with pytest.raises(rtx_child.ChildDied, match=r"^the test process was killed by SIGABRT \(signal 6\); nothing was written$"):
+        rtx_child.run_script(dying, {}, "tensorrt_rtx", tmp_path, "test")
+
+    real = rtx_child.run_script
+    monkeypatch.setattr(rtx_child, "run_script", lambda script, *a, **k: real(dying, *a, **k))
+    plan = tmp_path / "dies.plan"
+    result = CliRunner().invoke(cli, ["build", str(exports["timm-dense"]), "-o", str(plan), "--runtime", "tensorrt-rtx",
+                                      "--compute-capabilities", "86"])
+    assert result.exit_code == 2
+    assert result.output == ("error: the TensorRT-RTX builder process was killed by SIGABRT (signal 6); nothing was written; "
+                             "rerun with --verbose to see its log\n")
+    assert not plan.exists() and not EngineSidecar.path_for(plan).exists()

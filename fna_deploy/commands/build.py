@@ -46,15 +46,16 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
 
     Export with --target trt; a portable export also works (its fna function bodies are dropped
     first, since TensorRT's parser would inline them instead of using the plugins).
-    TensorRT needs a CUDA GPU; TensorRT-RTX builds on any machine (an fna export also needs the
-    plugin library built against a TensorRT-RTX SDK). Without what it needs it says so and exits 2,
-    writing nothing.
+    TensorRT needs a CUDA GPU; TensorRT-RTX builds on any machine, in a child process (an fna
+    export also needs 'fna-deploy plugin build --runtime tensorrt-rtx --tensorrt-include DIR').
+    Without what it needs it says so and exits 2, writing nothing.
 
     --check parses MODEL.onnx with the runtime's ONNX parser, with recording creators for the fna
     plugins, and reports per fna node the fields the parser passed against the fields the C++
     creator declares, and every other node the parser rejects. No engine is written.
     """
     from ..trt import LABELS, TensorRTUnavailable, build_engine, parse_batch, parse_compute_capabilities, parse_shapes
+    from ..trt.rtx_child import ChildDied
 
     source = Path(onnx_path)
     if not source.is_file():
@@ -83,7 +84,7 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
         sidecar = build_engine(source, plan, fp16=fp16, plugin=plugin, batch=batch, shapes=profile_shapes,
                                workspace_gib=workspace, timing_cache=timing_cache, verbose=verbose, runtime=runtime,
                                compute_capabilities=parse_compute_capabilities(compute_capabilities))
-    except TensorRTUnavailable as exc:
+    except (TensorRTUnavailable, ChildDied) as exc:
         raise CliError(str(exc), exit_code=2) from None
     if quiet:
         click.echo(f"{plan}\n{plan}.json")
@@ -91,6 +92,9 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
     click.echo(f"engine: {plan} ({LABELS[sidecar.runtime]} {sidecar.tensorrt_version}, {sidecar.gpu}, "
                f"fp16={sidecar.fp16} via {sidecar.fp16_strategy})")
     click.echo(f"sidecar: {plan}.json; batch profile {batch[0]}:{batch[1]}:{batch[2]}")
+    layers = sidecar.extra.get("plugin_layers")
+    if layers:
+        click.echo("plugin layers: " + ", ".join(f"{n} {op}" for op, n in sorted(layers.items())))
 
 
 def _check(source: Path, runtime: str, report_path: Optional[str]) -> None:

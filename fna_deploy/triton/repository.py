@@ -128,6 +128,12 @@ def _artifact_tensors(artifact: Path, backend: str) -> tuple[list[TensorSpec], l
         if artifact.suffix not in (".plan", ".engine"):
             raise ValueError(f"the tensorrt backend serves an engine (.plan from fna-deploy build), got {artifact.name!r}")
         engine = load_sidecar(artifact)
+        if json.loads(sidecar_path(artifact).read_text()).get("runtime") == "tensorrt-rtx":
+            raise ValueError(
+                f"{artifact.name!r} was built with TensorRT-RTX, and Triton's tensorrt backend loads plans with TensorRT, "
+                "which cannot read it; build the engine on the serving GPU with 'fna-deploy build MODEL.onnx --runtime "
+                "tensorrt' and serve that, or serve the portable ONNX export with --backend onnxruntime or python"
+            )
         profile = (engine.min_batch, engine.opt_batch, engine.max_batch) if engine.dynamic_batch else None
         params = {"fna_fp16": str(engine.fp16).lower()}
         if engine.fna_config is not None:
@@ -254,9 +260,6 @@ def write_repository(
         reason = engine_runs_here(artifact)
         if reason:
             notes.append(f"this engine cannot run on this machine: {reason}")
-        if json.loads(sidecar_path(artifact).read_text()).get("runtime") == "tensorrt-rtx":
-            notes.append("built with TensorRT-RTX: Triton's tensorrt backend deserializes plans with TensorRT, so serve an "
-                         "engine built with --runtime tensorrt (unverified here: no GPU server)")
     if options.backend == "tensorrt" and sidecar is not None and sidecar.plugin is None and options.plugin is None:
         notes.append("the engine sidecar names no plugin library: serving works only if the engine holds no fna plugin layers")
     final_plugin = str((target / "plugins" / Path(plugin).name).resolve()) if plugin else None

@@ -17,6 +17,7 @@ from typing import Any, Optional
 from .. import contract
 from .runtime import (
     LABELS,
+    MODULES,
     TENSORRT,
     TENSORRT_RTX,
     TensorRTUnavailable,
@@ -156,12 +157,12 @@ class EngineSidecar:
 
 
 def default_plugin() -> Optional[str]:
-    """The plugin library `fna-deploy plugin build` made, if any."""
+    """The TensorRT plugin library `fna-deploy plugin build` made (libfna_trt_plugin.so), if any."""
     try:
-        from ..native import find_library
+        from ..native import find_trt_plugin
     except ImportError:
         return None
-    found = find_library()
+    found = find_trt_plugin()
     return str(found) if found else None
 
 
@@ -169,21 +170,29 @@ def has_fna_nodes(model: Any) -> bool:
     return any(n.domain == contract.DOMAIN for n in model.graph.node)
 
 
+def rtx_plugin(plugin: Optional[str]) -> str:
+    """The TensorRT-RTX plugin library: ``plugin`` when given, else the one `fna-deploy plugin build` made."""
+    if plugin:
+        return str(plugin)
+    from ..native import find_trt_plugin
+
+    found = find_trt_plugin(runtime=TENSORRT_RTX)
+    if found is None:
+        raise TensorRTUnavailable(
+            "this export has fna nodes and no TensorRT-RTX build of the fna plugin library was found: build it with "
+            "'fna-deploy plugin build --runtime tensorrt-rtx --tensorrt-include DIR' (DIR: TensorRT 11.x headers, the "
+            "include/ folder of github.com/NVIDIA/TensorRT at v11.1; needs nvcc) or pass --plugin LIB; a dense export "
+            "builds without it"
+        )
+    return str(found)
+
+
 def load_plugins(plugin: Optional[str], runtime: str = TENSORRT, trt: Any = None) -> Any:
     """Load the fna plugin library into ``runtime`` and check the creators are registered."""
     if trt is None:
         trt = require_tensorrt() if runtime == TENSORRT else import_runtime(runtime)
-    if runtime == TENSORRT_RTX and not plugin:
-        from ..native import find_trt_plugin
-
-        found = find_trt_plugin(runtime=TENSORRT_RTX)
-        plugin = str(found) if found else None
-        if not plugin:
-            raise TensorRTUnavailable(
-                "this export has fna nodes and no TensorRT-RTX build of the fna plugin library was found: build it with "
-                "'fna-deploy plugin build' on a machine with nvcc and a TensorRT-RTX SDK (cmake -DTensorRT_RTX_ROOT=...) "
-                "or pass --plugin LIB; a dense export builds without it"
-            )
+    if runtime == TENSORRT_RTX:
+        plugin = rtx_plugin(plugin)
     plugin = plugin or default_plugin()
     if not plugin:
         raise TensorRTUnavailable("no fna plugin library: build it with 'fna-deploy plugin build' or pass --plugin LIB")
@@ -192,14 +201,12 @@ def load_plugins(plugin: Optional[str], runtime: str = TENSORRT, trt: Any = None
     import ctypes
 
     try:
-        ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)  # REGISTER_TENSORRT_PLUGIN runs on load
+        ctypes.CDLL(str(plugin), mode=ctypes.RTLD_GLOBAL)  # its static registrar registers the creators in "fna"
     except OSError as exc:  # e.g. a TensorRT build of the plugin loaded into TensorRT-RTX (no libnvinfer here)
         raise TensorRTUnavailable(f"cannot load the plugin library {plugin} into {LABELS[runtime]}: {exc}") from None
     registry = trt.get_plugin_registry()
-    # all_creators rather than get_creator: TensorRT-RTX 1.7's get_creator does not find V3 creators a library registered
-    registered = {(c.name, c.plugin_version, c.plugin_namespace) for c in getattr(registry, "all_creators", [])}
-    missing = [f"{ns}::{name} v{ver}" for name, ver, ns in PLUGIN_CREATORS
-               if (name, ver, ns) not in registered and registry.get_creator(name, ver, ns) is None]
+    # looked up by name, version and namespace, as engine deserialization does
+    missing = [f"{ns}::{name} v{ver}" for name, ver, ns in PLUGIN_CREATORS if registry.get_creator(name, ver, ns) is None]
     if missing:
         raise TensorRTUnavailable(f"{plugin} loaded but does not register {', '.join(missing)}; rebuild it with 'fna-deploy plugin build'")
     return trt
@@ -265,41 +272,30 @@ def _build_with_polygraphy(trt: Any, source: Path, strategy: str, profile_dims: 
             [spec(t) for t in tensors if engine.get_tensor_mode(t) == trt.TensorIOMode.OUTPUT])
 
 
-def _build_rtx(trt: Any, source: Path, profile_dims: dict, workspace_gib: float, targets: Optional[list],
-               verbose: bool) -> tuple[bytes, list[TensorSpec], list[TensorSpec]]:
-    """TensorRT-RTX (no GPU needed): its builder API directly (polygraphy would need
-    POLYGRAPHY_USE_TENSORRT_RTX before its first import); the I/O comes from the network."""
-    import numpy as np
+def _build_rtx(trt: Any, source: Path, plugin: Optional[str], profile_dims: dict, workspace_gib: float,
+               targets: Optional[list], verbose: bool, tmp: Path) -> tuple[bytes, list[TensorSpec], list[TensorSpec], dict]:
+    """TensorRT-RTX (no GPU needed): its builder runs in a child process (``rtx_child``: the
+    parser's unversioned-library dlopen, a builder that dies); the I/O comes from the network.
+    Returns the plan, inputs, outputs and the plugin layers per op the parser made."""
+    import sys
 
-    logger = trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.ERROR)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(source)):
-        errors = [parser.get_error(i) for i in range(parser.num_errors)]
-        first = errors[0] if errors else None
-        where = f" at {first.node_name() or first.node()} ({first.node_operator()})" if first else ""
-        raise ValueError(f"TensorRT-RTX's ONNX parser rejects {source.name}{where}: {first.desc() if first else 'no reason given'}; "
-                         "'fna-deploy build --check' lists every problem")
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    if targets:
-        config.num_compute_capabilities = len(targets)
-        for i, cc in enumerate(targets):
-            config.set_compute_capability(cc, i)
-    profile = builder.create_optimization_profile()
-    for name, p in profile_dims.items():
-        profile.set_shape(name, p["min"], p["opt"], p["max"])
-    config.add_optimization_profile(profile)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise ValueError(f"TensorRT-RTX could not build an engine from {source.name}; rerun with --verbose for the builder's log")
+    from .rtx_child import run_script
 
-    def spec(t: Any) -> TensorSpec:
-        return TensorSpec(t.name, np.dtype(trt.nptype(t.dtype)).name, list(t.shape))
+    spec = {"module": MODULES[TENSORRT_RTX], "onnx": str(source), "plan": str(tmp / "engine.plan"), "plugin": plugin,
+            "creators": [list(c) for c in PLUGIN_CREATORS], "profile": profile_dims,
+            "workspace": int(workspace_gib * (1 << 30)), "verbose": verbose,
+            "targets": [int(t.name[2:]) for t in targets] if targets else None}
 
-    return (bytes(serialized), [spec(network.get_input(i)) for i in range(network.num_inputs)],
-            [spec(network.get_output(i)) for i in range(network.num_outputs)])
+    def relay(line: str) -> None:  # the builder's log with --verbose; fna-trace lines of a traced plugin always
+        if verbose or line.startswith("fna-trace:"):
+            print(line, file=sys.stderr)
+
+    result = run_script(Path(__file__).with_name("_rtx_build.py"), spec, MODULES[TENSORRT_RTX], tmp,
+                        "TensorRT-RTX builder", on_stderr=relay, hint="rerun with --verbose to see its log")
+    if "error" in result:
+        raise (TensorRTUnavailable if result.get("kind") == "unavailable" else ValueError)(result["error"])
+    return (Path(spec["plan"]).read_bytes(), [TensorSpec(**t) for t in result["inputs"]],
+            [TensorSpec(**t) for t in result["outputs"]], result.get("plugin_layers", {}))
 
 
 def build_engine(
@@ -346,7 +342,7 @@ def build_engine(
         targets = rtx_targets(trt, compute_capabilities)
         recorded = [int(t.name[2:]) for t in targets] if targets else None
         if has_fna_nodes(model):
-            load_plugins(plugin, runtime, trt)
+            plugin = rtx_plugin(plugin)  # loaded by the builder's child process
         elif plugin:
             raise ValueError(f"{onnx_path.name} has no fna nodes, so --plugin is not needed")
     if runtime == TENSORRT:
@@ -365,10 +361,13 @@ def build_engine(
         if changed:
             source = Path(tmp) / "model.onnx"
             onnx.save_model(prepared, source, save_as_external_data=prepared.ByteSize() > EXTERNAL_DATA_THRESHOLD)
+        extra: dict[str, Any] = {}
         if runtime == TENSORRT:
             serialized, inputs, outputs = _build_with_polygraphy(trt, source, strategy, profile_dims, workspace_gib, timing_cache)
         else:
-            serialized, inputs, outputs = _build_rtx(trt, source, profile_dims, workspace_gib, targets, verbose)
+            serialized, inputs, outputs, layers = _build_rtx(trt, source, plugin, profile_dims, workspace_gib, targets,
+                                                             verbose, Path(tmp))
+            extra["plugin_layers"] = layers
     from ..utils import write_bytes_atomic, write_text_atomic
 
     meta = read_metadata(model)
@@ -389,6 +388,7 @@ def build_engine(
         fna_config=json.loads(meta["fna_config"]) if meta.get("fna_config") else None,
         runtime=runtime,
         compute_capabilities=recorded,
+        extra=extra,
     )
     write_bytes_atomic(plan_path, serialized)
     write_text_atomic(EngineSidecar.path_for(plan_path), sidecar.to_json())

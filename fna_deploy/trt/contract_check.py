@@ -14,22 +14,20 @@ declares) and lets the runtime's own ONNX parser read the model:
   with the same output rank and dtype, so every other node the parser rejects is reported.
 
 The parser runs in a child process (``_parser_probe.py``, a plain script: no torch, no
-fna_deploy import, so it starts in about a second): a runtime that aborts cannot take the caller
-down, and the process that builds engines never sees Python creators. This module compares what
+fna_deploy import, so it starts in about a second; ``rtx_child`` gives it TensorRT-RTX's
+unversioned library name): a runtime that aborts cannot take the caller down, and the process that builds engines never sees Python creators. This module compares what
 the child recorded with the contract and formats the report.
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import contract
+from .rtx_child import run_script
 from .runtime import LABELS, import_runtime, resolve_runtime
 
 EXPECTED_FNA_ERROR = "Could not create the plugin"  # what the parser says when the recorder returns None
@@ -205,14 +203,9 @@ def check_contract(onnx_path: "str | Path", runtime: str = "auto", timeout: floa
             source = Path(tmp) / "stripped.onnx"
             onnx.save_model(model, source, save_as_external_data=model.ByteSize() > EXTERNAL_DATA_THRESHOLD)
             notes.append("a portable export: its fna function bodies were dropped first, as fna-deploy build does")
-        spec_path = Path(tmp) / "spec.json"
-        spec_path.write_text(json.dumps(_spec(source, runtime)))
-        proc = subprocess.run([sys.executable, str(Path(__file__).with_name("_parser_probe.py")), str(spec_path)],
-                              capture_output=True, text=True, timeout=timeout)
-    if proc.returncode != 0:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RuntimeError(f"the {LABELS[runtime]} parser process died (exit {proc.returncode}): {tail}")
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+        spec = _spec(source, runtime)
+        result = run_script(Path(__file__).with_name("_parser_probe.py"), spec, spec["module"], tmp,
+                            f"{LABELS[runtime]} parser", timeout=timeout)
     if "bad_input" in result:
         raise ValueError(result["bad_input"])
     rejected = [e for e in result["graph_errors"] if e["op_type"] not in (contract.LANDMARKS, contract.NYSTROM)]

@@ -1,9 +1,8 @@
 // The TensorRT glue without a GPU: creators, fields, serialisation round trip, formats, output
-// types/shapes and workspace. Built only when TensorRT is found. The glue's translation unit is
-// included with static registration switched off, so nothing touches the global registry.
-#include <NvInferRuntime.h>
-#undef REGISTER_TENSORRT_PLUGIN
-#define REGISTER_TENSORRT_PLUGIN(name) static_assert(true, "")
+// types/shapes and workspace. Built when a plugin library is (TensorRT or TensorRT-RTX headers).
+// The glue's translation unit is included with registration switched off, so nothing touches the
+// global registry.
+#define FNA_TRT_NO_REGISTRATION 1
 #include "../fna/trt/fna_plugins.cpp"
 
 #include <set>

@@ -49,3 +49,54 @@ def cuda_build(tmp_path_factory) -> native.BuildResult:
     out = Path(existing) if existing else tmp_path_factory.mktemp("fna_cuda_build")
     return native.build(out, cuda_arch=f"{major}{minor}")
 
+
+
+# ---- TensorRT headers (a third-party SDK: never part of the project) and the TensorRT-RTX plugin
+REPO = Path(__file__).resolve().parents[2]
+HEADERS = {  # env var, then the machine's copy beside the checkout (CI: a copy of shared/ next to the clone)
+    "11": ("TensorRT_RTX_INCLUDE_DIR", REPO.parent / "shared" / "third_party" / "tensorrt-11.1" / "include"),
+    "10": ("FNA_TENSORRT10_INCLUDE_DIR", REPO.parent / "shared" / "third_party" / "tensorrt-10.16" / "include"),
+}
+
+
+def tensorrt_headers(major: str) -> "Path | None":
+    """Folder with TensorRT ``major``.x headers (NvInferRuntime.h): $TensorRT_RTX_INCLUDE_DIR (11) /
+    $FNA_TENSORRT10_INCLUDE_DIR (10), else ../shared/third_party/tensorrt-11.1|10.16/include; None if neither."""
+    env, fallback = HEADERS[major]
+    for candidate in (os.environ.get(env), fallback):
+        if candidate and (Path(candidate) / "NvInferRuntime.h").is_file():
+            return Path(candidate)
+    return None
+
+
+def headers_or_skip(major: str) -> Path:
+    found = tensorrt_headers(major)
+    if found is None:
+        env, fallback = HEADERS[major]
+        pytest.skip(f"no TensorRT {major}.x headers: set {env} to a folder with NvInferRuntime.h ({fallback} is absent)")
+    return found
+
+
+RTX_ARCH = "86"  # one architecture keeps the CUDA compile short (about 25 s on two cores)
+
+
+@pytest.fixture(scope="session")
+def rtx_plugin_build(tmp_path_factory) -> native.BuildResult:
+    """The TensorRT-RTX plugin library, built once per session for sm_86 with FNA_TRACE_PLUGIN_CALLS
+    (each plugin method prints one fna-trace: line the first time the real builder calls it), plus
+    the C++ glue and registry tests. Needs nvcc, cmake, tensorrt_rtx and TensorRT 11.x headers."""
+    pytest.importorskip("tensorrt_rtx", reason="needs TensorRT for RTX (pip install tensorrt-rtx; in the dev extra)")
+    headers = headers_or_skip("11")
+    for tool in ("cmake", "nvcc"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not on PATH (the plugin library needs the CUDA kernels)")
+    import time
+
+    out = tmp_path_factory.mktemp("fna_rtx_build")
+    start = time.perf_counter()
+    result = native.build(out, cuda_arch=RTX_ARCH, runtime="tensorrt-rtx", tensorrt_include=headers, trace_calls=True,
+                          targets=["fna", "fna_trt_rtx_plugin", "fna_test_trt_rtx_glue", "fna_test_trt_rtx_registry"])
+    result.info["seconds"] = round(time.perf_counter() - start, 1)
+    if result.trt_rtx_plugin is None:
+        pytest.fail(f"the TensorRT-RTX plugin did not build: {result.trt_rtx_reason}")
+    return result

@@ -5,10 +5,10 @@
 //
 // Creator field names equal the ONNX attribute names, so the ONNX parser's fallback plugin
 // importer (op type == plugin name, attributes plugin_version / plugin_namespace) builds them
-// directly from FnaLandmarks / NystromAttention nodes. Registered statically with
-// REGISTER_TENSORRT_PLUGIN: loading this library (polygraphy --plugins, trtexec
-// --staticPlugins, Triton LD_PRELOAD / --backend-config=tensorrt,plugins) is all it takes.
-// Written against TensorRT 10.x / 11.x headers (IPluginV3OneCore/OneBuild/OneRuntime v1).
+// directly from FnaLandmarks / NystromAttention nodes. Registered under namespace "fna" when the
+// library is loaded (dlopen) or through the getCreators entry point (IPluginRegistry::loadLibrary):
+// see "registration" at the end. Compiles against the TensorRT 10.x and 11.x headers (TensorRT-RTX
+// 1.7 has TensorRT 11's interfaces); the plugin-side interfaces (IPluginV3One*) are the same in both.
 #include <NvInferRuntime.h>
 
 #include <cstdio>
@@ -18,6 +18,7 @@
 
 #include "fna_contract.h"
 #include "fna_logic.h"
+#include "fna_trace.h"
 #include "kernels.h"
 
 namespace fna {
@@ -32,9 +33,14 @@ using contract::kNamespace;
 using contract::kNystromName;
 using contract::kVersion;
 
+// The logger of the runtime that loaded us: the one IPluginRegistry::loadLibrary hands over through
+// setLoggerFinder (below), else the library's global getLogger().
+ILoggerFinder* g_logger_finder = nullptr;
+
 void log_error(std::string const& msg) noexcept {
     try {
-        ILogger* logger = getLogger();
+        ILogger* logger = g_logger_finder ? g_logger_finder->findLogger() : nullptr;
+        if (logger == nullptr) logger = getLogger();
         if (logger) logger->log(ILogger::Severity::kERROR, msg.c_str());
         else std::fprintf(stderr, "[fna] %s\n", msg.c_str());
     } catch (...) {
@@ -117,6 +123,7 @@ public:
 
     int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const*,
                             int32_t nbOutputs) noexcept override {
+        FNA_TRACE(kLandmarksName, "configurePlugin", type_name(in[0].desc.type));
         if ((nbInputs != 1 && nbInputs != 2) || nbOutputs != 1) return fail("FnaLandmarks takes features [, scores] and gives idx");
         nb_inputs_ = nbInputs;  // enqueue is not told whether scores are connected
         std::vector<int64_t> f = dims_of(in[0].desc.dims), s;
@@ -124,6 +131,7 @@ public:
         return fail(check_landmark_shapes(attrs_, f, nbInputs == 2 ? &s : nullptr));
     }
     int32_t getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const*, int32_t) const noexcept override {
+        FNA_TRACE(kLandmarksName, "getOutputDataTypes");
         if (nbOutputs != 1) return -1;
         out[0] = DataType::kINT32;
         return 0;
@@ -132,6 +140,7 @@ public:
                             int32_t nbOutputs, IExprBuilder& eb) noexcept override {
         if (nbInputs < 1 || nbOutputs != 1 || inputs[0].nbDims != 3)
             return fail("FnaLandmarks: features must have shape [B, N, D]");
+        FNA_TRACE(kLandmarksName, "getOutputShapes", "features=" + expr_str(inputs[0]));
         outputs[0].nbDims = 2;
         outputs[0].d[0] = inputs[0].d[0];
         outputs[0].d[1] = eb.constant(attrs_.num_landmarks);
@@ -140,11 +149,14 @@ public:
     bool supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t nbInputs,
                                    int32_t) noexcept override {
         PluginTensorDesc const& d = io[pos].desc;
-        if (pos < nbInputs) return is_float_linear(d);
-        return d.type == DataType::kINT32 && d.format == TensorFormat::kLINEAR;
+        bool ok = pos < nbInputs ? is_float_linear(d) : d.type == DataType::kINT32 && d.format == TensorFormat::kLINEAR;
+        if (d.format == TensorFormat::kLINEAR)
+            FNA_TRACE(kLandmarksName, "supportsFormatCombination", "pos=" + std::to_string(pos) + " " + type_name(d.type) + (ok ? " yes" : " no"));
+        return ok;
     }
     size_t getWorkspaceSize(DynamicPluginTensorDesc const* in, int32_t, DynamicPluginTensorDesc const*,
                             int32_t) const noexcept override {
+        FNA_TRACE(kLandmarksName, "getWorkspaceSize", "max_batch=" + std::to_string(in[0].max.d[0]));
         return landmarks_workspace_size(in[0].max.d[0], in[0].max.d[1]);
     }
     int32_t onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const*, int32_t) noexcept override {
@@ -165,6 +177,7 @@ public:
         return rc == 0 ? 0 : -1;
     }
     PluginFieldCollection const* getFieldsToSerialize() noexcept override {
+        FNA_TRACE(kLandmarksName, "getFieldsToSerialize");
         sync_fields();
         return &fc_;
     }
@@ -204,11 +217,13 @@ public:
 
     int32_t configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs, DynamicPluginTensorDesc const*,
                             int32_t nbOutputs) noexcept override {
+        FNA_TRACE(kNystromName, "configurePlugin", type_name(in[0].desc.type));
         if (nbInputs != 4 || nbOutputs != 1) return fail("NystromAttention takes q, k, v, idx and gives out");
         return fail(check_nystrom_shapes(dims_of(in[0].desc.dims), dims_of(in[1].desc.dims), dims_of(in[2].desc.dims),
                                          dims_of(in[3].desc.dims)));
     }
     int32_t getOutputDataTypes(DataType* out, int32_t nbOutputs, DataType const* in, int32_t nbInputs) const noexcept override {
+        FNA_TRACE(kNystromName, "getOutputDataTypes");
         if (nbOutputs != 1 || nbInputs < 1) return -1;
         out[0] = in[0];
         return 0;
@@ -217,6 +232,7 @@ public:
                             int32_t nbOutputs, IExprBuilder&) noexcept override {
         if (nbInputs != 4 || nbOutputs != 1 || inputs[0].nbDims != 4 || inputs[2].nbDims != 4)
             return fail("NystromAttention: q, k, v must have shape [B, H, N, d]");
+        FNA_TRACE(kNystromName, "getOutputShapes", "q=" + expr_str(inputs[0]));
         outputs[0].nbDims = 4;
         for (int i = 0; i < 3; ++i) outputs[0].d[i] = inputs[0].d[i];
         outputs[0].d[3] = inputs[2].d[3];
@@ -224,16 +240,21 @@ public:
     }
     bool supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* io, int32_t, int32_t) noexcept override {
         PluginTensorDesc const& d = io[pos].desc;
+        bool ok = false;
         switch (pos) {
-            case 0: return is_float_linear(d) || (d.type == DataType::kBF16 && d.format == TensorFormat::kLINEAR);  // q
-            case 1: case 2: case 4: return d.type == io[0].desc.type && d.format == TensorFormat::kLINEAR;  // k, v, out
-            case 3: return d.type == DataType::kINT32 && d.format == TensorFormat::kLINEAR;  // idx
-            default: return false;
+            case 0: ok = is_float_linear(d) || (d.type == DataType::kBF16 && d.format == TensorFormat::kLINEAR); break;  // q
+            case 1: case 2: case 4: ok = d.type == io[0].desc.type && d.format == TensorFormat::kLINEAR; break;  // k, v, out
+            case 3: ok = d.type == DataType::kINT32 && d.format == TensorFormat::kLINEAR; break;  // idx
+            default: ok = false;
         }
+        if (d.format == TensorFormat::kLINEAR)
+            FNA_TRACE(kNystromName, "supportsFormatCombination", "pos=" + std::to_string(pos) + " " + type_name(d.type) + (ok ? " yes" : " no"));
+        return ok;
     }
     size_t getWorkspaceSize(DynamicPluginTensorDesc const* in, int32_t, DynamicPluginTensorDesc const*,
                             int32_t) const noexcept override {
         Dims const& q = in[0].max;
+        FNA_TRACE(kNystromName, "getWorkspaceSize", "max_batch=" + std::to_string(q.d[0]));
         return nystrom_workspace_size(q.d[0], q.d[1], q.d[2], q.d[3], in[2].max.d[3], in[3].max.d[1]);
     }
     int32_t onShapeChange(PluginTensorDesc const* in, int32_t nbInputs, PluginTensorDesc const*, int32_t) noexcept override {
@@ -252,6 +273,7 @@ public:
         return rc == 0 ? 0 : -1;
     }
     PluginFieldCollection const* getFieldsToSerialize() noexcept override {
+        FNA_TRACE(kNystromName, "getFieldsToSerialize");
         sync_fields();
         return &fc_;
     }
@@ -332,7 +354,8 @@ class LandmarksCreator final : public CreatorBase<LandmarksPlugin, LandmarkAttrs
 public:
     LandmarksCreator()
         : CreatorBase(kLandmarksName, contract_fields(contract::kLandmarksFields)) {}
-    IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept override {
+    IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, [[maybe_unused]] TensorRTPhase phase) noexcept override {
+        FNA_TRACE(kLandmarksName, "createPlugin", phase == TensorRTPhase::kBUILD ? "kBUILD" : "kRUNTIME");
         return create(fc, &parse_landmark_attrs);
     }
 };
@@ -341,7 +364,8 @@ class NystromCreator final : public CreatorBase<NystromPlugin, NystromAttrs> {
 public:
     NystromCreator()
         : CreatorBase(kNystromName, contract_fields(contract::kNystromFields)) {}
-    IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept override {
+    IPluginV3* createPlugin(char const*, PluginFieldCollection const* fc, [[maybe_unused]] TensorRTPhase phase) noexcept override {
+        FNA_TRACE(kNystromName, "createPlugin", phase == TensorRTPhase::kBUILD ? "kBUILD" : "kRUNTIME");
         return create(fc, &parse_nystrom_attrs);
     }
 };
@@ -350,8 +374,79 @@ public:
 }  // namespace trt
 }  // namespace fna
 
-// REGISTER_TENSORRT_PLUGIN pastes its argument into a variable name: plain identifiers only.
-using FnaLandmarksCreator = fna::trt::LandmarksCreator;
-using FnaNystromAttentionCreator = fna::trt::NystromCreator;
-REGISTER_TENSORRT_PLUGIN(FnaLandmarksCreator);
-REGISTER_TENSORRT_PLUGIN(FnaNystromAttentionCreator);
+// ---------------------------------------------------------------------------- registration
+// Two ways in, one registration under namespace "fna" (getCreator(name, "1", "fna") finds it):
+// - dlopen (ctypes, polygraphy --plugins, trtexec --staticPlugins, Triton LD_PRELOAD): the static
+//   registrar below registers each creator unless one of that name/version/namespace is already
+//   there (a second copy of the library registers nothing);
+// - IPluginRegistry::loadLibrary (trtexec --dynamicPlugins, registry.load_library): the registry
+//   calls getCreators() and registers what it returns; getCreators first takes back what the
+//   static registrar registered, since loadLibrary fails when a creator is already registered.
+// REGISTER_TENSORRT_PLUGIN is not used: it registers under namespace "".
+// FNA_TRT_NO_REGISTRATION (the glue unit test) leaves the global registry alone.
+#ifndef FNA_TRT_NO_REGISTRATION
+namespace fna {
+namespace trt {
+namespace {
+
+struct Registration {
+    LandmarksCreator landmarks;
+    NystromCreator nystrom;
+    nvinfer1::IPluginCreatorInterface* creators[2] = {&landmarks, &nystrom};
+    bool registered[2] = {false, false};
+
+    Registration() noexcept {
+        nvinfer1::IPluginRegistry* registry = getPluginRegistry();
+        if (registry == nullptr) return;
+        nvinfer1::IPluginCreatorV3One* typed[2] = {&landmarks, &nystrom};
+        for (int i = 0; i < 2; ++i) {
+            if (!is_registered(*registry, typed[i]->getPluginName()))
+                registered[i] = registry->registerCreator(*creators[i], kNamespace);
+        }
+    }
+    // getAllCreators rather than getCreator, which logs an error for a creator it does not find
+    static bool is_registered(nvinfer1::IPluginRegistry& registry, char const* name) noexcept {
+        int32_t n = 0;
+        nvinfer1::IPluginCreatorInterface* const* all = registry.getAllCreators(&n);
+        for (int32_t i = 0; all != nullptr && i < n; ++i) {
+            if (all[i] == nullptr || std::strcmp(all[i]->getInterfaceInfo().kind, "PLUGIN CREATOR_V3ONE") != 0) continue;
+            auto const* c = static_cast<nvinfer1::IPluginCreatorV3One const*>(all[i]);
+            if (std::strcmp(c->getPluginName(), name) == 0 && std::strcmp(c->getPluginVersion(), kVersion) == 0 &&
+                std::strcmp(c->getPluginNamespace(), kNamespace) == 0)
+                return true;
+        }
+        return false;
+    }
+    void take_back() noexcept {
+        nvinfer1::IPluginRegistry* registry = getPluginRegistry();
+        for (int i = 0; i < 2; ++i) {
+            if (registered[i] && registry != nullptr) registry->deregisterCreator(*creators[i]);
+            registered[i] = false;
+        }
+    }
+};
+
+Registration& registration() {
+    static Registration r;
+    return r;
+}
+[[maybe_unused]] Registration& g_static_registration = registration();
+
+}  // namespace
+}  // namespace trt
+}  // namespace fna
+
+// The entry point IPluginRegistry::loadLibrary looks up (TensorRT 10 and 11, TensorRT-RTX).
+extern "C" __attribute__((visibility("default"))) nvinfer1::IPluginCreatorInterface* const* getCreators(
+    int32_t& nbCreators) {
+    fna::trt::Registration& r = fna::trt::registration();
+    r.take_back();
+    nbCreators = 2;
+    return r.creators;
+}
+
+// loadLibrary requires it next to getCreators: the loading runtime's logger for our error sentences.
+extern "C" __attribute__((visibility("default"))) void setLoggerFinder(nvinfer1::ILoggerFinder* finder) {
+    fna::trt::g_logger_finder = finder;
+}
+#endif  // FNA_TRT_NO_REGISTRATION
