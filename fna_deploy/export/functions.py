@@ -302,3 +302,12 @@ def attach_functions(model: onnx.ModelProto, functions: Optional[list[FunctionPr
     del model.functions[:]
     model.functions.extend(keep + functions)
     return model
+
+
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every model-local function (the fna bodies) expanded into the graph, for
+    runtimes that do not run local functions (OpenVINO). Metadata, weights and any external-data
+    references are kept; the result has no fna nodes, so TensorRT's plugins no longer apply."""
+    from onnx import inliner
+
+    return inliner.inline_local_functions(model)
