@@ -13,7 +13,7 @@ from ..export.graph import check_writable
 from ..native import check_plugin_library
 from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
                      read_onnx_metadata, steps)
-from .options import quiet_option, random_option, report_option, verbose_option
+from .options import openvino_precision_option, quiet_option, random_option, report_option, verbose_option
 
 
 def print_report(report: Any, console: Any, verbose: bool = False) -> None:
@@ -48,9 +48,7 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
 @click.option("--backends", default=None, metavar="LIST",
               help="Comma-separated runtimes for --onnx: onnxrt, openvino (CPU; a portable file is inlined in memory), "
                    "onnx-reference (ONNX's reference evaluator: slow, keep inputs small) [default: onnxrt].")
-@click.option("--openvino-precision", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
-              help="OpenVINO inference precision; bf16 (OpenVINO's own CPU default where bf16 units exist) is named openvino-bf16 "
-                   "in the report and usually needs a looser --atol.")
+@openvino_precision_option()
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), help="A TensorRT engine to run (needs TensorRT, a GPU and --plugin).")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library for --engine.")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder of images, preprocessed as the model expects.")
