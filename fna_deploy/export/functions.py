@@ -1,7 +1,8 @@
 """ONNX local-function bodies for the fna ops, built from standard operators only.
 
-With these bodies attached, any ONNX runtime runs an fna export as is (ONNX Runtime inlines
-local functions); TensorRT instead maps the same nodes onto the plugins. The bodies follow the
+With these bodies attached, ONNX Runtime and onnx.reference run an fna export as is (they expand
+local functions); OpenVINO does not, and runs it once ``inline_functions`` has expanded them;
+TensorRT instead maps the same nodes onto the plugins. The bodies follow the
 PyTorch reference line for line (fna_deploy/ops), including the rank formulation of landmark
 selection, so both produce the same indices:
 
