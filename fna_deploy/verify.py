@@ -81,7 +81,8 @@ def onnx_runners(path: "str | Path", backends: Sequence[str], openvino_precision
     """One runner per name in ``backends`` (ONNX_BACKENDS) for the ONNX file at ``path``."""
     unknown = [b for b in backends if b not in ONNX_BACKENDS]
     if unknown or not backends:
-        raise ValueError(f"unknown ONNX backend {unknown[0] if unknown else ''!r}; choose from {', '.join(ONNX_BACKENDS)}")
+        what = f"unknown ONNX backend {unknown[0]!r}" if unknown else "no ONNX backend named"
+        raise ValueError(f"{what}; choose from {', '.join(ONNX_BACKENDS)}")
     runners = []
     for backend in dict.fromkeys(backends):
         if backend == ONNXRT:

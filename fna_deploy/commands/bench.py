@@ -9,7 +9,7 @@ import click
 
 from ..cli import CliError, user_errors
 from .common import check_output_dir, load_cli_model, model_label
-from .options import deprecated, openvino_precision_option, quiet_option, report_option, verbose_option
+from .options import backend_list, deprecated, openvino_precision_option, quiet_option, report_option, verbose_option
 from .progress import progress
 
 
@@ -83,12 +83,7 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
 
     sizes = _ints(resolutions, "--resolutions")
     ms = _ints(landmarks, "--landmarks")
-    chosen = [b.strip() for b in backends.split(",") if b.strip()]
-    if not chosen:
-        raise CliError(f"--backends {backends!r}: name at least one of {', '.join(BACKENDS)}")
-    bad = [b for b in chosen if b not in BACKENDS]
-    if bad:
-        raise CliError(f"--backends: unknown backend {bad[0]!r}; choose from {', '.join(BACKENDS)}")
+    chosen = backend_list(backends, BACKENDS)
     FNAConfig(layers=layers)  # syntax check before any work
     device = resolve_device(device)  # ValueError (one sentence, exit 2) for cuda without a GPU
     dtype = resolve_dtype(dtype, device)

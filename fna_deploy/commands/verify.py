@@ -13,7 +13,7 @@ from ..export.graph import check_writable
 from ..native import check_plugin_library
 from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
                      read_onnx_metadata, steps)
-from .options import openvino_precision_option, quiet_option, random_option, report_option, verbose_option
+from .options import backend_list, openvino_precision_option, quiet_option, random_option, report_option, verbose_option
 
 
 def print_report(report: Any, console: Any, verbose: bool = False) -> None:
@@ -44,7 +44,7 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
 @click.command()
 @model_options
 @fna_options
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An exported ONNX file to run with ONNX Runtime (its stored FNA configuration is used).")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An exported ONNX file to run with ONNX Runtime, or the --backends runtimes (its stored FNA configuration is used).")
 @click.option("--backends", default=None, metavar="LIST",
               help="Comma-separated runtimes for --onnx: onnxrt, openvino (CPU; a portable file is inlined in memory), "
                    "onnx-reference (ONNX's reference evaluator: slow, keep inputs small) [default: onnxrt].")
@@ -153,12 +153,7 @@ def _onnx_backends(backends: Optional[str], onnx_path: Optional[str], precision:
         if precision != "f32":
             raise CliError("--openvino-precision applies to the openvino backend; add --backends openvino")
         return [ONNXRT]
-    chosen = [b.strip() for b in backends.split(",") if b.strip()]
-    if not chosen:
-        raise CliError(f"--backends {backends!r}: name at least one of {', '.join(ONNX_BACKENDS)}")
-    bad = [b for b in chosen if b not in ONNX_BACKENDS]
-    if bad:
-        raise CliError(f"--backends: unknown runtime {bad[0]!r}; choose from {', '.join(ONNX_BACKENDS)}")
+    chosen = backend_list(backends, ONNX_BACKENDS)
     if onnx_path is None:
         raise CliError("--backends chooses the runtimes that run --onnx; add --onnx FILE.onnx")
     if OPENVINO in chosen:

@@ -312,3 +312,12 @@ def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnx import inliner
 
     return inliner.inline_local_functions(model)
+
+
+def with_bodies(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """(``model`` runnable without the plugins, whether bodies were attached): a trt-target export
+    (fna nodes without bodies) gets the portable bodies, in place; any other model is returned as is."""
+    has_fna = any(n.domain == DOMAIN for n in _all_nodes(model.graph))
+    if not has_fna or any(f.domain == DOMAIN for f in model.functions):
+        return model, False
+    return attach_functions(model), True

@@ -16,11 +16,14 @@ NAME = "onnx-reference"
 
 
 def load(path: "str | Path"):
-    """A ReferenceEvaluator over the ONNX file (external data loaded)."""
+    """A ReferenceEvaluator over the ONNX file (external data loaded; a trt-target export gets the
+    portable bodies in memory)."""
     import onnx
     from onnx.reference import ReferenceEvaluator
 
-    return ReferenceEvaluator(onnx.load(str(path)))
+    from ..export.functions import with_bodies
+
+    return ReferenceEvaluator(with_bodies(onnx.load(str(path)))[0])
 
 
 def polygraphy_runner(path: "str | Path"):

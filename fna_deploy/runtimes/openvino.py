@@ -47,17 +47,19 @@ def runner_name(precision: str) -> str:
 
 
 def read_onnx(path: "str | Path") -> tuple[Any, bool]:
-    """(an openvino.Model of the ONNX file, whether its local functions were inlined in memory)."""
+    """(an openvino.Model of the ONNX file, whether its local functions were inlined in memory;
+    a trt-target export gets the portable bodies first)."""
     import onnx
 
-    from ..export.functions import inline_functions
+    from ..export.functions import inline_functions, with_bodies
     from ..export.graph import EXTERNAL_DATA_THRESHOLD
 
     ov = require_openvino()
     core = ov.Core()
-    if not onnx.load(str(path), load_external_data=False).functions:
+    header = onnx.load(str(path), load_external_data=False)
+    if not header.functions and not with_bodies(header)[1]:
         return core.read_model(str(path)), False  # already inlined (or dense): OpenVINO reads the file itself
-    inlined = inline_functions(onnx.load(str(path)))
+    inlined = inline_functions(with_bodies(onnx.load(str(path)))[0])
     if inlined.ByteSize() < EXTERNAL_DATA_THRESHOLD:
         return core.read_model(io.BytesIO(inlined.SerializeToString())), True
     with tempfile.TemporaryDirectory(prefix="fna-openvino-") as tmp:  # too big for one protobuf: external data

@@ -93,6 +93,7 @@ def small(tmp_path_factory):
     export_onnx(model, cfg, root / "portable.onnx", check=False)
     export_onnx(model, cfg, root / "inlined.onnx", inline=True, external_data=True, check=False)
     export_onnx(model, cfg, root / "inlined_fp16.onnx", inline=True, fp16=True, check=False)
+    export_onnx(model, cfg, root / "trt.onnx", target="trt", check=False)
     reference = fd.patch(model, cfg)
     x = np.random.default_rng(0).standard_normal((1, 3, 96, 96), dtype=np.float32)
     with torch.no_grad():
@@ -141,6 +142,17 @@ def test_onnx_reference_runs_the_portable_export_like_pytorch(small):
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-3)
 
 
+def test_a_trt_export_gets_the_bodies_in_memory(small):
+    from fna_deploy.runtimes import onnx_reference
+
+    root, x, expected = small
+    assert not onnx.load(str(root / "trt.onnx")).functions
+    compiled, details = ov_runtime.compile_onnx(root / "trt.onnx")
+    assert details["inlined_in_memory"] is True
+    np.testing.assert_allclose(ov_runtime.run(compiled, {"images": x})[0], expected, atol=1e-4, rtol=1e-3)
+    np.testing.assert_allclose(onnx_reference.load(root / "trt.onnx").run(None, {"images": x})[0], expected, atol=1e-4, rtol=1e-3)
+
+
 # ------------------------------------------------------------------ the CLI and bench
 
 
@@ -179,7 +191,7 @@ def test_verify_names_openvino_bf16_and_judges_it(small, monkeypatch):
 
 @pytest.mark.parametrize("args, message", [
     (["--backends", "openvino"], "add --onnx FILE.onnx"),
-    (["--onnx", "x.onnx", "--backends", "tvm"], "unknown runtime 'tvm'"),
+    (["--onnx", "x.onnx", "--backends", "tvm"], "unknown backend 'tvm'"),
     (["--onnx", "x.onnx", "--openvino-precision", "bf16"], "add --backends openvino"),
 ])
 def test_verify_backends_bad_input(args, message):
