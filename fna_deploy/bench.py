@@ -510,7 +510,7 @@ def run_bench(
             report.skipped["openvino"] = "OpenVINO runs on its CPU plugin here, so its times are not GPU times; time it with --device cpu"
         else:
             try:
-                require_openvino()
+                report.machine["openvino"] = str(require_openvino().__version__).split("-")[0]
             except OpenVINOUnavailable as exc:
                 report.skipped["openvino"] = str(exc)
     if "trt" in active:

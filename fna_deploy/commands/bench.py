@@ -84,6 +84,8 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     sizes = _ints(resolutions, "--resolutions")
     ms = _ints(landmarks, "--landmarks")
     chosen = backend_list(backends, BACKENDS)
+    if openvino_precision != "f32" and "openvino" not in chosen:
+        raise CliError("--openvino-precision applies to the openvino backend; add openvino to --backends")
     FNAConfig(layers=layers)  # syntax check before any work
     device = resolve_device(device)  # ValueError (one sentence, exit 2) for cuda without a GPU
     dtype = resolve_dtype(dtype, device)

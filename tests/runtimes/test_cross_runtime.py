@@ -199,6 +199,11 @@ def test_verify_backends_bad_input(args, message):
     assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
 
 
+def test_bench_openvino_precision_without_openvino_is_refused():
+    result = CliRunner().invoke(cli, ["bench", "timm:vit_tiny_patch16_224", "--backends", "onnxrt", "--openvino-precision", "bf16"])
+    assert result.exit_code == 2 and "add openvino to --backends" in result.output
+
+
 def test_export_inline_functions_cli(small, tmp_path, monkeypatch):
     root = small[0]
     _depth2(monkeypatch)
@@ -224,4 +229,4 @@ def test_bench_openvino_backend(small):
     assert {m.variant for m in rows} == {"dense", "fna"} and all(m.dtype == "fp32" and m.median_ms > 0 for m in rows)
     (speedup,) = report.speedups
     assert speedup.fna_ops == OPENVINO_FUNCTIONS and speedup.cosine > 0.99
-    assert "| openvino | 64 |" in report.markdown()
+    assert "| openvino | 64 |" in report.markdown() and report.machine["openvino"]
