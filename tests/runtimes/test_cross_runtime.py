@@ -96,9 +96,17 @@ def small(tmp_path_factory):
     export_onnx(model, cfg, root / "trt.onnx", target="trt", check=False)
     reference = fd.patch(model, cfg)
     x = np.random.default_rng(0).standard_normal((1, 3, 96, 96), dtype=np.float32)
-    with torch.no_grad():
-        expected = reference(torch.from_numpy(x)).numpy()
-    return root, x, expected
+    import fna_deploy.patching.base as base
+
+    selected, original = [], base.select_landmarks
+    base.select_landmarks = lambda *a, **kw: selected.append(original(*a, **kw)) or selected[-1]  # the PyTorch op's indices
+    try:
+        with torch.no_grad():
+            expected = reference(torch.from_numpy(x)).numpy()
+    finally:
+        base.select_landmarks = original
+    (idx,) = selected
+    return root, x, expected, idx.numpy()
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -106,8 +114,19 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_landmark_indices_inside_the_exported_model_equal_pytorchs(small, runtime):
+    root, x, _expected, idx = small
+    model = onnx.load(str(root / "portable.onnx"))
+    (node,) = [n for n in model.graph.node if n.op_type == "FnaLandmarks"]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.INT32, None))
+    got = run_in(runtime, model, {"images": x})[1]
+    assert idx.shape == (1, 8) and not np.array_equal(idx[0], np.arange(8))  # FPS picked, not the first tokens
+    np.testing.assert_array_equal(np.asarray(got).astype(np.int64), idx)
+
+
 def test_inlined_export_keeps_external_data_and_has_no_fna_nodes(small):
-    root, _x, _expected = small
+    root, _x, _expected, _idx = small
     assert (root / "inlined.onnx.data").is_file()
     model = onnx.load(str(root / "inlined.onnx"), load_external_data=False)
     assert not model.functions and not any(n.domain == "fna" for n in model.graph.node)
@@ -119,7 +138,7 @@ def test_inlined_export_keeps_external_data_and_has_no_fna_nodes(small):
 
 @pytest.mark.parametrize("name, precision_check", [("inlined.onnx", "fp32"), ("inlined_fp16.onnx", "fp16")])
 def test_openvino_runs_the_inlined_export_like_pytorch(small, name, precision_check):
-    root, x, expected = small
+    root, x, expected, _idx = small
     compiled, details = ov_runtime.compile_onnx(root / name)
     assert details == {**details, "precision": "f32", "inlined_in_memory": False}
     (out,) = ov_runtime.run(compiled, {"images": x})
@@ -130,14 +149,14 @@ def test_openvino_runs_the_inlined_export_like_pytorch(small, name, precision_ch
 
 
 def test_openvino_inlines_a_portable_export_in_memory(small):
-    root, x, expected = small
+    root, x, expected, _idx = small
     compiled, details = ov_runtime.compile_onnx(root / "portable.onnx")
     assert details["inlined_in_memory"] is True
     np.testing.assert_allclose(ov_runtime.run(compiled, {"images": x})[0], expected, atol=1e-4, rtol=1e-3)
 
 
 def test_onnx_reference_runs_the_portable_export_like_pytorch(small):
-    root, x, expected = small
+    root, x, expected, _idx = small
     (out,) = ReferenceEvaluator(onnx.load(str(root / "portable.onnx"))).run(None, {"images": x})
     np.testing.assert_allclose(out, expected, atol=1e-4, rtol=1e-3)
 
@@ -145,7 +164,7 @@ def test_onnx_reference_runs_the_portable_export_like_pytorch(small):
 def test_a_trt_export_gets_the_bodies_in_memory(small):
     from fna_deploy.runtimes import onnx_reference
 
-    root, x, expected = small
+    root, x, expected, _idx = small
     assert not onnx.load(str(root / "trt.onnx")).functions
     compiled, details = ov_runtime.compile_onnx(root / "trt.onnx")
     assert details["inlined_in_memory"] is True
