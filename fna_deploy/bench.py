@@ -504,13 +504,14 @@ def run_bench(
             except ImportError:
                 report.skipped["onnxrt"] = "onnxruntime is not installed"
     if "openvino" in active:
-        from .runtimes.openvino import OpenVINOUnavailable, require_openvino
+        from .runtimes.openvino import OpenVINOUnavailable, require_openvino, version
 
         if cuda:
             report.skipped["openvino"] = "OpenVINO runs on its CPU plugin here, so its times are not GPU times; time it with --device cpu"
         else:
             try:
-                report.machine["openvino"] = str(require_openvino().__version__).split("-")[0]
+                require_openvino()
+                report.machine["openvino"] = version()
             except OpenVINOUnavailable as exc:
                 report.skipped["openvino"] = str(exc)
     if "trt" in active:
