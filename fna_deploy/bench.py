@@ -36,13 +36,14 @@ from .flops import estimate
 from .patching import model_info, patch, unpatch
 from .utils import resolve_device
 
-BACKENDS = ("torch", "onnxrt", "trt")
+BACKENDS = ("torch", "onnxrt", "openvino", "trt")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 FNA_OPS = ("auto", "reference", "both")
 # what ran for the fna ops, named in every row
 FNA_KERNELS = "fna kernels (libfna.so)"
 REFERENCE_OPS = "PyTorch reference ops"
 ONNX_FUNCTIONS = "ONNX Runtime (fna function bodies)"
+OPENVINO_FUNCTIONS = "OpenVINO (fna function bodies inlined)"
 # a CUDA graph whose replay on a fresh input is farther than this from eager is not used
 GRAPH_CHECK_REL_L2 = 1e-2
 
@@ -119,7 +120,8 @@ class BenchReport:
         fna = {(m.backend, m.resolution, m.landmarks, m.fna_ops): m for m in self.measurements if m.variant == "fna"}
         for s in self.speedups:
             d, f = dense[(s.backend, s.resolution)], fna[(s.backend, s.resolution, s.landmarks, s.fna_ops)]
-            cells = [s.backend, str(s.resolution), str(s.tokens), str(s.landmarks), s.fna_ops, _ms(d.median_ms), _ms(f.median_ms),
+            backend = s.backend if f.dtype == self.dtype else f"{s.backend} ({f.dtype})"  # e.g. openvino at bf16
+            cells = [backend, str(s.resolution), str(s.tokens), str(s.landmarks), s.fna_ops, _ms(d.median_ms), _ms(f.median_ms),
                      f"{s.speedup:.2f}x", f"{s.flop_bound:.2f}x", f"{100 * s.share_of_bound:.0f}%", _fmt(s.cosine, ".6f"), _fmt(s.rel_l2, ".2e")]
             if cuda:
                 kvr = s.kernels_vs_reference["rel_l2"] if s.kernels_vs_reference else None
@@ -138,7 +140,7 @@ class BenchReport:
         except ImportError:
             raise ImportError("plots need matplotlib: pip install matplotlib") from None
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        colors = {"torch": "tab:red", "onnxrt": "tab:blue", "trt": "tab:green"}
+        colors = {"torch": "tab:red", "onnxrt": "tab:blue", "openvino": "tab:purple", "trt": "tab:green"}
         for backend in dict.fromkeys(m.backend for m in self.measurements):
             rows = sorted((m for m in self.measurements if m.backend == backend and m.variant == "dense"), key=lambda m: m.tokens)
             ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], "-o", color=colors.get(backend), label=f"{backend} dense")
@@ -451,6 +453,7 @@ def run_bench(
     landmarks: Sequence[int] = (64,),
     layers: "str | list[int] | None" = None,
     backends: Sequence[str] = ("torch", "onnxrt"),
+    openvino_precision: str = "f32",
     device: str = "cpu",
     dtype: Optional[str] = None,
     cuda_graphs: Optional[bool] = None,
@@ -468,6 +471,7 @@ def run_bench(
     ``device`` auto|cpu|cuda; ``dtype`` fp16|bf16|fp32 (default fp16 on CUDA, fp32 on CPU);
     ``cuda_graphs`` (default on for CUDA); ``fna_ops``: ``auto`` (our kernels where loaded, else the
     PyTorch reference), ``reference`` (always the reference), ``both`` (time both on CUDA).
+    ``openvino_precision`` f32|bf16 for the openvino backend (the precision it reports is recorded).
     ``log`` receives one line per noteworthy event (a graph falling back to eager).
     """
     if workdir is None:  # exports go to a temporary folder of our own, removed on every exit path
@@ -499,6 +503,17 @@ def run_bench(
                 import onnxruntime  # noqa: F401
             except ImportError:
                 report.skipped["onnxrt"] = "onnxruntime is not installed"
+    if "openvino" in active:
+        from .runtimes.openvino import OpenVINOUnavailable, require_openvino, version
+
+        if cuda:
+            report.skipped["openvino"] = "OpenVINO runs on its CPU plugin here, so its times are not GPU times; time it with --device cpu"
+        else:
+            try:
+                require_openvino()
+                report.machine["openvino"] = version()
+            except OpenVINOUnavailable as exc:
+                report.skipped["openvino"] = str(exc)
     if "trt" in active:
         from .trt import TensorRTUnavailable, require_tensorrt
 
@@ -533,8 +548,8 @@ def run_bench(
                         # switching kernels off only where libfna.so registered them for the ops
                         fn = _call(fna_model, x, reference=impl == REFERENCE_OPS and implementation == FNA_KERNELS)
                         variants.append(_Variant(f"fna{m}" + ("-ref" if impl == REFERENCE_OPS and fna_ops == "both" else ""), m, impl, fn))
-            else:  # onnxrt
-                variants = _onnxrt_variants(model, x, usable, layers, threads, tmp, res)
+            else:  # onnxrt, openvino
+                variants, onnx_dtype = _onnx_variants(backend, model, x, usable, layers, threads, tmp, res, openvino_precision)
             stats, outputs = _measure(variants, report, backend, res, x if backend == "torch" else None, warmup, iters,
                                       device if backend == "torch" else "cpu", graphs and backend == "torch", log)
             by_key = {v.key: v for v in variants}
@@ -543,7 +558,7 @@ def run_bench(
                 report.measurements.append(Measurement(
                     backend, res, tokens, "dense" if v.landmarks is None else "fna", v.landmarks, round(st["median_ms"], 4),
                     round(st["p90_ms"], 4), round(batch * 1e3 / st["median_ms"], 2), round(st["peak_mem_mb"], 1), st["memory_kind"],
-                    fna_ops=v.fna_ops, dtype=dtype if backend == "torch" else "fp32", cuda_graph=st["cuda_graph"],
+                    fna_ops=v.fna_ops, dtype=dtype if backend == "torch" else onnx_dtype, cuda_graph=st["cuda_graph"],
                     graph_fallback=st["fallback"],
                     baseline_mem_mb=None if st["baseline_mem_mb"] is None else round(st["baseline_mem_mb"], 1)))
             n_fna = len(FNAConfig(layers=layers).resolve_layers(info.num_blocks))
@@ -573,27 +588,38 @@ def _call(model: nn.Module, x: torch.Tensor, reference: bool = False) -> Callabl
     return run
 
 
-def _onnxrt_variants(model, x, usable, layers, threads, tmp: Path, res: int) -> list[_Variant]:
-    import onnxruntime as ort
-
+def _onnx_variants(backend, model, x, usable, layers, threads, tmp: Path, res: int,
+                   openvino_precision: str = "f32") -> tuple[list[_Variant], str]:
+    """Dense and FNA exports of ``model`` run by ONNX Runtime or OpenVINO (CPU); (variants, precision they ran)."""
     from .export import export_onnx
+
+    feed = {"images": x.cpu().numpy()}
+    unpatch(model)
+    paths: list[tuple[str, Optional[int], Path]] = [("dense", None, tmp / f"dense_{res}.onnx")]
+    export_onnx(model, None, paths[0][2], target="dense", input_shape=tuple(x.shape), dynamic_batch=False, check=False)
+    for m in usable:
+        paths.append((f"fna{m}", m, tmp / f"fna{m}_{res}.onnx"))
+        export_onnx(model, FNAConfig(num_landmarks=m, layers=layers), paths[-1][2], input_shape=tuple(x.shape), dynamic_batch=False,
+                    check=False)
+    if backend == "openvino":
+        from .runtimes import openvino
+
+        variants, ran = [], "f32"
+        for key, m, path in paths:
+            compiled, details = openvino.compile_onnx(path, openvino_precision, threads)
+            ran = details["precision"]
+            variants.append(_Variant(key, m, None if m is None else OPENVINO_FUNCTIONS,
+                                     (lambda c: lambda: openvino.run(c, feed)[0])(compiled)))
+        return variants, {"f32": "fp32", "f16": "fp16"}.get(ran, ran)
+    import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads:
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
-    feed = {"images": x.cpu().numpy()}
-    unpatch(model)
-    sessions: list[tuple[str, Optional[int], Any]] = []
-    path = tmp / f"dense_{res}.onnx"
-    export_onnx(model, None, path, target="dense", input_shape=tuple(x.shape), dynamic_batch=False, check=False)
-    sessions.append(("dense", None, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])))
-    for m in usable:
-        path = tmp / f"fna{m}_{res}.onnx"
-        export_onnx(model, FNAConfig(num_landmarks=m, layers=layers), path, input_shape=tuple(x.shape), dynamic_batch=False, check=False)
-        sessions.append((f"fna{m}", m, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])))
+    sessions = [(key, m, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])) for key, m, path in paths]
     return [_Variant(key, m, None if m is None else ONNX_FUNCTIONS, (lambda s: lambda: s.run(None, feed)[0])(session))
-            for key, m, session in sessions]
+            for key, m, session in sessions], "fp32"
 
 
 def _measure(variants: list[_Variant], report: BenchReport, backend: str, res: int, x: Optional[torch.Tensor], warmup: int,

@@ -1,8 +1,9 @@
 """Parity across implementations through polygraphy runners and its Comparator.
 
 Runners: ``torch-fna`` (the patched PyTorch model, the reference), ``torch-dense`` (the model
-unpatched: measures the approximation itself), ``onnxrt`` (an ONNX file in ONNX Runtime) and
-``trt`` (a TensorRT engine with the fna plugins). polygraphy's Comparator runs them on the same
+unpatched: measures the approximation itself), for an ONNX file ``onnxrt`` (ONNX Runtime),
+``openvino`` (OpenVINO CPU, f32; ``openvino-bf16`` at bf16) and ``onnx-reference`` (ONNX's
+reference evaluator), see fna_deploy.runtimes, and ``trt`` (a TensorRT engine with the fna plugins). polygraphy's Comparator runs them on the same
 feeds and judges each pair against the reference with atol/rtol; we add the metrics a person
 reads: max/mean abs error, relative L2, cosine similarity, top-1 agreement for logits.
 Implementation pairs (torch-fna vs onnxrt / trt) decide the verdict; FNA vs dense is reported only.
@@ -26,6 +27,9 @@ REFERENCE = "torch-fna"
 DENSE = "torch-dense"
 ONNXRT = "onnxrt"
 TRT = "trt"
+OPENVINO = "openvino"
+ONNX_REFERENCE = "onnx-reference"
+ONNX_BACKENDS = (ONNXRT, OPENVINO, ONNX_REFERENCE)  # what can run the --onnx file
 INPUT_NAME = "images"
 OUTPUT_NAME = "output"
 
@@ -73,6 +77,27 @@ def onnxrt_runner(path: "str | Path"):
     return OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"]), name=ONNXRT)
 
 
+def onnx_runners(path: "str | Path", backends: Sequence[str], openvino_precision: str = "f32") -> list:
+    """One runner per name in ``backends`` (ONNX_BACKENDS) for the ONNX file at ``path``."""
+    unknown = [b for b in backends if b not in ONNX_BACKENDS]
+    if unknown or not backends:
+        what = f"unknown ONNX backend {unknown[0]!r}" if unknown else "no ONNX backend named"
+        raise ValueError(f"{what}; choose from {', '.join(ONNX_BACKENDS)}")
+    runners = []
+    for backend in dict.fromkeys(backends):
+        if backend == ONNXRT:
+            runners.append(onnxrt_runner(path))
+        elif backend == OPENVINO:
+            from .runtimes import openvino
+
+            runners.append(openvino.polygraphy_runner(path, openvino_precision))
+        else:
+            from .runtimes import onnx_reference
+
+            runners.append(onnx_reference.polygraphy_runner(path))
+    return runners
+
+
 def trt_runner(engine_path: "str | Path", plugin: Optional[str] = None):
     from .trt import load_engine_runner
 
@@ -109,6 +134,7 @@ class VerifyReport:
     runners: list[str]
     pairs: list[PairResult] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # runner -> what ran (e.g. OpenVINO precision, inlined in memory)
     degenerate: Optional[str] = None  # why the reference output carries no signal, if it does not
     allow_degenerate: bool = False
 
@@ -126,6 +152,7 @@ class VerifyReport:
             "runners": self.runners,
             "pairs": [p.to_dict() for p in self.pairs],
             "skipped": self.skipped,
+            "notes": self.notes,
             "degenerate": self.degenerate,
             "passed": self.passed,
         }
@@ -173,6 +200,8 @@ def verify(
     feeds: list[np.ndarray],
     *,
     onnx_path: "str | Path | None" = None,
+    onnx_backends: Sequence[str] = (ONNXRT,),
+    openvino_precision: str = "f32",
     engine_path: "str | Path | None" = None,
     plugin: Optional[str] = None,
     atol: float = 1e-4,
@@ -186,6 +215,7 @@ def verify(
     """Run every available runner on ``feeds`` (float32 [B, C, H, W] arrays) and compare.
 
     ``model`` must be patched (the FNA reference). The dense runner uses an unpatched copy.
+    ``onnx_backends`` (ONNX_BACKENDS) run ``onnx_path``; OpenVINO at ``openvino_precision``.
     A reference output without signal (all values equal) fails the report unless ``allow_degenerate``.
     """
     import polygraphy.comparator as comparator
@@ -202,7 +232,7 @@ def verify(
     if dense:
         runners.append(torch_runner(unpatch(copy.deepcopy(model)), DENSE, shape, device))
     if onnx_path is not None:
-        runners.append(onnxrt_runner(onnx_path))
+        runners.extend(onnx_runners(onnx_path, onnx_backends, openvino_precision))
     if engine_path is not None:
         try:
             runners.append(trt_runner(engine_path, plugin))
@@ -211,6 +241,10 @@ def verify(
     report.runners = [r.name for r in runners]
     results = Comparator.run(runners, data_loader=[{INPUT_NAME: f.astype(np.float32)} for f in feeds])
     outputs = {name: [it[OUTPUT_NAME] for it in iterations] for name, iterations in results}
+    for runner in runners:  # what a runtime reports it ran (OpenVINO: its precision, whether the file was inlined)
+        details = getattr(runner, "details", None)
+        if details:
+            report.notes[runner.name] = ", ".join(f"{k} {v}" for k, v in details.items())
     report.degenerate = degenerate_output(outputs[REFERENCE])
     report.allow_degenerate = allow_degenerate
     simple = getattr(comparator, "SimpleCompareFunc", None)  # polygraphy >= 0.50; CompareFunc.simple before

@@ -9,7 +9,7 @@ import click
 
 from ..cli import CliError, user_errors
 from .common import check_output_dir, load_cli_model, model_label
-from .options import deprecated, quiet_option, report_option, verbose_option
+from .options import backend_list, deprecated, openvino_precision_option, quiet_option, report_option, verbose_option
 from .progress import progress
 
 
@@ -41,7 +41,8 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--resolutions", default="224,448,896,1024", show_default=True, help="Comma-separated input sizes in pixels.")
 @click.option("--landmarks", default="64,128", show_default=True, help="Comma-separated numbers of landmarks m.")
 @click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA (default: the second half).")
-@click.option("--backends", default="torch,onnxrt", show_default=True, help="Comma-separated: torch, onnxrt, trt (unavailable ones are skipped).")
+@click.option("--backends", default="torch,onnxrt", show_default=True, help="Comma-separated: torch, onnxrt, openvino (CPU), trt (unavailable ones are skipped).")
+@openvino_precision_option()
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: cuda when PyTorch sees a GPU, else cpu.")
 @click.option("--dtype", type=click.Choice(["fp16", "bf16", "fp32"]), default=None,
@@ -55,14 +56,14 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
 @click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch and ONNX Runtime (default: all).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch, ONNX Runtime and OpenVINO (default: all).")
 @report_option("Write the measurements as JSON to FILE.")
 @click.option("--plot", "plot_path", type=click.Path(file_okay=False), metavar="DIR", help="Write a PNG of latency against tokens (log-log) into DIR, as latency.png.")
 @quiet_option()
 @verbose_option("Also print the machine the numbers come from (CPU, threads, library versions).")
 @user_errors
 def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
-          layers: Optional[str], backends: str, device: str, dtype: Optional[str], cuda_graphs: Optional[bool], fna_ops: str,
+          layers: Optional[str], backends: str, openvino_precision: str, device: str, dtype: Optional[str], cuda_graphs: Optional[bool], fna_ops: str,
           batch: int, warmup: int, iters: int, threads: Optional[int], report_path: Optional[str], plot_path: Optional[str],
           quiet: bool, verbose: bool) -> None:
     """Time MODEL dense vs with FNA, per backend and resolution, and compare with the FLOP bound.
@@ -82,12 +83,9 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
 
     sizes = _ints(resolutions, "--resolutions")
     ms = _ints(landmarks, "--landmarks")
-    chosen = [b.strip() for b in backends.split(",") if b.strip()]
-    if not chosen:
-        raise CliError(f"--backends {backends!r}: name at least one of {', '.join(BACKENDS)}")
-    bad = [b for b in chosen if b not in BACKENDS]
-    if bad:
-        raise CliError(f"--backends: unknown backend {bad[0]!r}; choose from {', '.join(BACKENDS)}")
+    chosen = backend_list(backends, BACKENDS)
+    if openvino_precision != "f32" and "openvino" not in chosen:
+        raise CliError("--openvino-precision applies to the openvino backend; add openvino to --backends")
     FNAConfig(layers=layers)  # syntax check before any work
     device = resolve_device(device)  # ValueError (one sentence, exit 2) for cuda without a GPU
     dtype = resolve_dtype(dtype, device)
@@ -112,7 +110,7 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     with progress(Console(stderr=True), quiet=quiet) as reporter:
         update = reporter.bar
 
-        report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
+        report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen, openvino_precision=openvino_precision,
                            device=device, dtype=dtype, cuda_graphs=cuda_graphs, fna_ops=fna_ops, batch=batch, warmup=warmup,
                            iters=iters, threads=threads, progress=update, log=say)
     for backend, reason in report.skipped.items():

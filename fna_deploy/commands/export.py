@@ -13,11 +13,11 @@ from .common import config_from_options, fna_options, human_size, load_cli_model
 from .options import quiet_option, report_option, verbose_option
 
 
-def default_output(model: str, arch: Optional[str], target: str, fp16: bool) -> Path:
+def default_output(model: str, arch: Optional[str], target: str, fp16: bool, inline: bool = False) -> Path:
     spec = arch or model
     stem = spec.split(":", 1)[1] if ":" in spec else Path(spec).stem
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(stem).name or "model")
-    suffix = "dense" if target == "dense" else ("fna" if target == "portable" else "fna_trt")
+    suffix = "dense" if target == "dense" else (("fna_inlined" if inline else "fna") if target == "portable" else "fna_trt")
     return Path(f"{stem}_{suffix}{'_fp16' if fp16 else ''}.onnx")
 
 
@@ -35,7 +35,10 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
         table.add_row("landmarks m", str(report.config["num_landmarks"]))
         table.add_row("FNA layers", ", ".join(map(str, report.fna_layers)))
     fna = report.fna_nodes
-    table.add_row("fna nodes", ", ".join(f"{k} x{v}" for k, v in fna.items()) or "none (dense)")
+    if report.functions == "inlined":
+        table.add_row("fna nodes", "none: function bodies inlined into standard ops (for OpenVINO; TensorRT needs --target trt)")
+    else:
+        table.add_row("fna nodes", ", ".join(f"{k} x{v}" for k, v in fna.items()) or "none (dense)")
     table.add_row("nodes", str(sum(report.node_counts.values())))
     if verbose:
         counts = sorted(report.node_counts.items(), key=lambda kv: (-kv[1], kv[0]))
@@ -62,7 +65,10 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
 @click.option("--dynamic-batch", is_flag=True, default=False, help="Dynamic batch dimension (the default unless --batch is given).")
 @fna_options
 @click.option("--target", type=click.Choice(["portable", "trt", "dense"]), default="portable", show_default=True,
-              help="portable: fna nodes with ONNX function bodies (ONNX Runtime runs it); trt: plugin nodes only, for TensorRT; dense: the unpatched baseline.")
+              help="portable: fna nodes with ONNX function bodies (ONNX Runtime and onnx.reference run it; OpenVINO with --inline-functions); trt: plugin nodes only, for TensorRT; dense: the unpatched baseline.")
+@click.option("--inline-functions", "inline", is_flag=True,
+              help="portable target: expand the fna function bodies into the graph (no fna nodes left), for runtimes "
+                   "without model-local functions such as OpenVINO. ONNX Runtime and onnx.reference run either form.")
 @click.option("--fp16", is_flag=True, help="fp16 weights and activations (inputs/outputs stay fp32; the pseudo-inverse stays fp32).")
 @click.option("--opset", type=click.IntRange(min=18), default=None, help="ONNX opset (default 20).")
 @click.option("--external-data/--no-external-data", default=None, help="Store weights in OUT.onnx.data (default: only when the model exceeds 1.8 GB).")
@@ -73,7 +79,7 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
 @verbose_option("Also print how many nodes of each op type the ONNX graph has.")
 @user_errors
 def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
-           output: Optional[str], batch: Optional[int], dynamic_batch: bool, target: str, fp16: bool, opset: Optional[int],
+           output: Optional[str], batch: Optional[int], dynamic_batch: bool, target: str, inline: bool, fp16: bool, opset: Optional[int],
            external_data: Optional[bool], no_check: bool, allow_degenerate: bool, report_path: Optional[str], quiet: bool, verbose: bool,
            **fna: Any) -> None:
     """Export MODEL to ONNX with Fast Nystrom Attention nodes, and check it with ONNX Runtime.
@@ -97,8 +103,10 @@ def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
 
     if batch is not None and dynamic_batch:
         raise CliError("--batch fixes the batch size and --dynamic-batch leaves it open; give one of them")
+    if inline and target != "portable":
+        raise CliError(f"--inline-functions expands the portable target's function bodies; --target {target} has none: drop one of them")
     config = config_from_options(fna) if target != "dense" else None
-    out = Path(output) if output else default_output(model, arch, target, fp16)
+    out = Path(output) if output else default_output(model, arch, target, fp16, inline)
     if out.suffix != ".onnx":
         raise CliError(f"output {str(out)!r} should end in .onnx")
     if report_path and Path(report_path).resolve() == out.resolve():
@@ -130,6 +138,7 @@ def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
             external_data=external_data,
             progress=step,
             allow_degenerate=allow_degenerate,
+            inline=inline,
         )
     if report_path:
         report.write_json(report_path)

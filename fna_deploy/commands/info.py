@@ -13,7 +13,7 @@ from .._version import __version__
 from ..cli import user_errors
 
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx_graphsurgeon", "polygraphy", "timm", "transformers", "tensorrt",
-            "tensorrt_rtx", "tritonclient")
+            "tensorrt_rtx", "tritonclient", "openvino")
 
 
 # import name -> distribution names that carry it (the version comes from the distribution when the
@@ -88,6 +88,7 @@ def runtimes() -> dict[str, Any]:
         "tensorrt_rtx": _version("tensorrt_rtx") or _dist_version("tensorrt_rtx", "tensorrt-rtx"),
         "onnxruntime": _version("onnxruntime"),
         "onnxruntime_providers": [],
+        "openvino": _version("openvino"),
         "tritonclient": _version("tritonclient"),
         "nvidia_pytriton": _dist_version("nvidia-pytriton", "nvidia_pytriton"),
         "tritonserver": None,
@@ -132,6 +133,9 @@ def collect() -> dict[str, Any]:
     except Exception:
         pass
     found["plugin_library"] = info["plugin_library"]
+    from ..runtimes import FORMS
+
+    info["onnx_forms"] = dict(FORMS)  # which export form each runtime runs
     return info
 
 
@@ -140,7 +144,7 @@ def collect() -> dict[str, Any]:
 @user_errors
 def info(as_json: bool) -> None:
     """Show versions of fna-deploy and every runtime it can use (TensorRT, TensorRT-RTX, ONNX Runtime
-    and its providers, tritonserver and its backends, tritonclient, nvidia-pytriton, cmake, nvcc),
+    and its providers, OpenVINO, and which export form each runtime needs, tritonserver and its backends, tritonclient, nvidia-pytriton, cmake, nvcc),
     CUDA availability and the built plugin library."""
     data = collect()
     if as_json:
@@ -171,4 +175,6 @@ def info(as_json: bool) -> None:
         found = rt[tool]
         table.add_row(tool, f"{found['version'] or 'unknown version'} ({found['path']})" if found["path"] else "[dim]not on PATH[/dim]")
     table.add_row("plugin library", data["plugin_library"] or "[dim]not built (fna-deploy plugin build)[/dim]")
+    for runtime, form in data["onnx_forms"].items():
+        table.add_row(f"export form: {runtime}", form)
     Console().print(table)

@@ -57,6 +57,25 @@ def device_option(help: str = "Where torch runs: auto picks cuda when a GPU is h
     return click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help=help)
 
 
+def openvino_precision_option() -> Decorator:
+    return click.option("--openvino-precision", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
+                        help="OpenVINO inference precision; bf16 (OpenVINO's own CPU default where bf16 units exist) is "
+                             "named as such in the report and loses about 1e-2 in the output.")
+
+
+def backend_list(text: str, choices: "tuple[str, ...]", flag: str = "--backends") -> list[str]:
+    """The comma-separated names in ``text``, each one of ``choices`` (a CliError naming the first that is not)."""
+    from ..cli import CliError
+
+    chosen = [b.strip() for b in text.split(",") if b.strip()]
+    if not chosen:
+        raise CliError(f"{flag} {text!r}: name at least one of {', '.join(choices)}")
+    bad = [b for b in chosen if b not in choices]
+    if bad:
+        raise CliError(f"{flag}: unknown backend {bad[0]!r}; choose from {', '.join(choices)}")
+    return chosen
+
+
 def deprecated(old: str, new: str) -> None:
     """One line on stderr: ``old`` still works for this release; ``new`` is the spelling to use."""
     click.echo(f"note: {old} is deprecated and goes away in the next release; use {new}", err=True)

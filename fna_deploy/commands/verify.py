@@ -1,4 +1,4 @@
-"""``fna-deploy verify``: parity across PyTorch, ONNX Runtime and TensorRT (polygraphy)."""
+"""``fna-deploy verify``: parity across PyTorch, ONNX Runtime, OpenVINO, onnx.reference and TensorRT (polygraphy)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ..export.graph import check_writable
 from ..native import check_plugin_library
 from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
                      read_onnx_metadata, steps)
-from .options import quiet_option, random_option, report_option, verbose_option
+from .options import backend_list, openvino_precision_option, quiet_option, random_option, report_option, verbose_option
 
 
 def print_report(report: Any, console: Any, verbose: bool = False) -> None:
@@ -34,6 +34,8 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
             *([str(p.polygraphy_passed)] if verbose else []), verdict,
         )
     console.print(table)
+    for runner, note in report.notes.items():
+        console.print(f"{runner}: {note}", highlight=False)
     for runner, reason in report.skipped.items():
         console.print(f"[yellow]skipped {runner}:[/yellow] {reason}")
     console.print(f"tolerances: atol {report.atol:g}, rtol {report.rtol:g} (polygraphy CompareFunc.simple)")
@@ -42,7 +44,11 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
 @click.command()
 @model_options
 @fna_options
-@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An exported ONNX file to run with ONNX Runtime (its stored FNA configuration is used).")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), help="An exported ONNX file to run with ONNX Runtime, or the --backends runtimes (its stored FNA configuration is used).")
+@click.option("--backends", default=None, metavar="LIST",
+              help="Comma-separated runtimes for --onnx: onnxrt, openvino (CPU; a portable file is inlined in memory), "
+                   "onnx-reference (ONNX's reference evaluator: slow, keep inputs small) [default: onnxrt].")
+@openvino_precision_option()
 @click.option("--engine", "engine_path", type=click.Path(dir_okay=False), help="A TensorRT engine to run (needs TensorRT, a GPU and --plugin).")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library for --engine.")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder of images, preprocessed as the model expects.")
@@ -57,13 +63,13 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
 @click.pass_context
 @user_errors
 def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
-           onnx_path: Optional[str], engine_path: Optional[str], plugin: Optional[str], images: Optional[str],
+           onnx_path: Optional[str], backends: Optional[str], openvino_precision: str, engine_path: Optional[str], plugin: Optional[str], images: Optional[str],
            random_n: Optional[int], batch: int, atol: float, rtol: float, allow_degenerate: bool, report_path: Optional[str], quiet: bool, verbose: bool,
            **fna: Any) -> None:
     """Check that every implementation of MODEL with FNA agrees with the PyTorch reference.
 
     Runs the patched PyTorch model (the reference), the dense PyTorch model (to show what the
-    approximation itself costs), ONNX Runtime on --onnx and TensorRT on --engine, on the same
+    approximation itself costs), ONNX Runtime (or the --backends runtimes) on --onnx and TensorRT on --engine, on the same
     inputs. Exit 0 when every implementation pair is within --atol/--rtol, 1 when one is not;
     FNA vs dense is reported, never failed. The FNA configuration (and resolution) is read from
     the --onnx metadata or the --engine sidecar; FNA flags that contradict it are refused.
@@ -77,6 +83,7 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
 
     if images and random_n:
         raise CliError("--images and --random both choose the inputs; give one of them")
+    onnx_backends = _onnx_backends(backends, onnx_path, openvino_precision)
     stored, source = None, None
     onnx_meta = read_onnx_metadata(onnx_path)
     if onnx_meta is not None and onnx_meta.get("fna_config"):
@@ -121,7 +128,8 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
             label = f"{n} random inputs"
         feeds = [pixels[i : i + batch] for i in range(0, len(pixels), batch)]  # the last may be smaller
         step("running and comparing")
-        report = run_verify(module, feeds, onnx_path=onnx_path, engine_path=engine_path, plugin=plugin, atol=atol, rtol=rtol,
+        report = run_verify(module, feeds, onnx_path=onnx_path, onnx_backends=onnx_backends, openvino_precision=openvino_precision,
+                            engine_path=engine_path, plugin=plugin, atol=atol, rtol=rtol,
                             model_label=model_label(model, arch), inputs_label=label, allow_degenerate=allow_degenerate)
     if report_path:
         report.write_json(report_path)
@@ -135,6 +143,29 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
                        f"(atol {atol:g}, rtol {rtol:g})", exit_code=EXIT_FAILED)
     if len(report.pairs) == sum(not p.gating for p in report.pairs):
         console.print("[yellow]note:[/yellow] no --onnx or --engine given: only FNA vs dense was measured")
+
+
+def _onnx_backends(backends: Optional[str], onnx_path: Optional[str], precision: str) -> list[str]:
+    """The runtimes named by --backends (default onnxrt), checked before any work."""
+    from ..verify import ONNX_BACKENDS, ONNXRT, OPENVINO
+
+    if backends is None:
+        if precision != "f32":
+            raise CliError("--openvino-precision applies to the openvino backend; add --backends openvino")
+        return [ONNXRT]
+    chosen = backend_list(backends, ONNX_BACKENDS)
+    if onnx_path is None:
+        raise CliError("--backends chooses the runtimes that run --onnx; add --onnx FILE.onnx")
+    if OPENVINO in chosen:
+        from ..runtimes.openvino import OpenVINOUnavailable, require_openvino
+
+        try:
+            require_openvino()
+        except OpenVINOUnavailable as exc:
+            raise CliError(f"--backends openvino: {exc}") from None
+    elif precision != "f32":
+        raise CliError("--openvino-precision applies to the openvino backend; add openvino to --backends")
+    return chosen
 
 
 def _stored_resolution(meta: dict) -> Optional[int]:

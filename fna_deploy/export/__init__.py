@@ -1,8 +1,9 @@
 """torch -> ONNX with ``fna::FnaLandmarks`` + ``fna::NystromAttention`` nodes.
 
 ``export_onnx`` is the entry point; ``schemas`` holds the fna ONNX domain, ``functions`` the
-standard-op bodies that make a portable export run anywhere, ``translation`` the torch.onnx
-mapping, ``graph`` the surgery and file writing, ``check`` the ONNX Runtime parity check.
+standard-op bodies that let runtimes without the plugins run a portable export (inlined for
+OpenVINO), ``translation`` the torch.onnx mapping, ``graph`` the surgery and file writing,
+``check`` the ONNX Runtime parity check.
 """
 
 from .exporter import TARGETS, ExportReport, default_input_shape, export_onnx

@@ -24,7 +24,7 @@ from ..config import FNAConfig
 from ..patching import model_info, patch, patch_record, unpatch
 from . import graph as graph_ops
 from .check import ParityResult, check_parity
-from .functions import attach_functions
+from .functions import attach_functions, inline_functions
 from .schemas import DOMAIN, register_schemas
 from .translation import translation_table
 
@@ -53,6 +53,7 @@ class ExportReport:
     parity: list[dict] = field(default_factory=list)
     check_note: Optional[str] = None
     total_seconds: float = 0.0
+    functions: Optional[str] = None  # portable target: "local" (fna nodes with function bodies) or "inlined"
 
     @property
     def fna_nodes(self) -> dict[str, int]:
@@ -154,12 +155,14 @@ def export_onnx(
     external_data: Optional[bool] = None,
     progress: Optional[Callable[[str], None]] = None,
     allow_degenerate: bool = False,
+    inline: bool = False,
 ) -> ExportReport:
     """Export ``model`` with FNA attention (``config``) to ONNX at ``path``.
 
     target: ``portable`` (fna nodes with ONNX function bodies: ONNX Runtime runs it as is),
     ``trt`` (the same nodes without bodies, for TensorRT with the fna plugins) or ``dense``
-    (the unpatched model, the baseline). The model is patched for the export and left as it
+    (the unpatched model, the baseline). ``inline`` (portable only) expands the function bodies
+    into the graph for runtimes without model-local functions (OpenVINO). The model is patched for the export and left as it
     was found. With ``check`` the written file is run with ONNX Runtime against PyTorch at
     batch 1 (and 2 when the batch is dynamic); see ``ExportReport.passed``. An output without signal
     (every value equal, e.g. a zero-initialised head) fails the check unless ``allow_degenerate``.
@@ -168,6 +171,8 @@ def export_onnx(
     step = progress or (lambda _msg: None)
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    if inline and target != "portable":
+        raise ValueError(f"inlining expands the portable target's function bodies; the {target} target has none")
     opset = DEFAULT_OPSET if opset is None else opset
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < 18:
         raise ValueError(f"opset must be an int >= 18 (the fna function bodies need it), got {opset!r}")
@@ -235,6 +240,8 @@ def export_onnx(
         graph_ops.name_fna_nodes(proto, fna_layers, landmark_layers)
         if target == "portable":
             attach_functions(proto)
+            if inline:
+                proto = inline_functions(proto)
         used_config = patch_record(model).config if target != "dense" and not exported_graph else None
         graph_ops.set_metadata(
             proto,
@@ -247,6 +254,7 @@ def export_onnx(
                 "tokens": str(tokens) if tokens is not None else "",
                 "fp16": str(bool(fp16)).lower(),
                 "input_shape": json.dumps(list(shape)),
+                "fna_functions": ("inlined" if inline else "local") if target == "portable" else "",
             },
         )
         proto.producer_name = "fna-deploy"
@@ -275,6 +283,7 @@ def export_onnx(
             file_size=sum(f.stat().st_size for f in files),
             files=[str(f) for f in files],
             export_seconds=round(export_seconds, 2),
+            functions=("inlined" if inline else "local") if target == "portable" else None,
         )
         if check:
             step("checking parity with ONNX Runtime")

@@ -1,14 +1,21 @@
 """ONNX local-function bodies for the fna ops, built from standard operators only.
 
-With these bodies attached, any ONNX runtime runs an fna export as is (ONNX Runtime inlines
-local functions); TensorRT instead maps the same nodes onto the plugins. The bodies follow the
+With these bodies attached, ONNX Runtime and onnx.reference run an fna export as is (they expand
+local functions); OpenVINO does not, and runs it once ``inline_functions`` has expanded them;
+TensorRT instead maps the same nodes onto the plugins. The bodies follow the
 PyTorch reference line for line (fna_deploy/ops), including the rank formulation of landmark
 selection, so both produce the same indices:
 
 * FnaLandmarks: masks -> ranks -> FPS as a Loop of ``num_landmarks - num_prefix`` steps (ArgMax,
   ScatterElements) or the grid rule -> TopK of the m lowest ranks -> int32.
-* NystromAttention: gathers with GatherElements, the m x m system and its Newton-Schulz loop in
-  fp32 (Casts around it whatever the I/O type), the two landmark softmax products in the I/O type.
+* NystromAttention: gathers with GatherND (batch dims), the m x m system and its Newton-Schulz loop
+  in fp32 (Casts around it whatever the I/O type), the two landmark softmax products in the I/O type.
+
+The bodies keep to the most widely implemented form of each op: every Loop gets an explicit
+``Constant(true)`` condition (onnx.reference reads an omitted one as false and runs no iteration),
+and token gathers are GatherND with batch dims (onnx.reference's GatherElements fails at rank >= 3
+beyond 64 entries on the gather axis). In ONNX Runtime both changes leave the output bit-identical
+and the speed unchanged within noise (docs/export.md has the measurement).
 
 Numeric attributes are read through attribute references (``ref_attr_name``), so editing a node's
 attributes changes what the body computes. A body is specialised on the two things that change
@@ -91,7 +98,6 @@ def landmarks_function(method: str = "fps", with_scores: bool = False, opset: in
     shape = b.op("Shape", [f], "shape")
     batch = b.op("Slice", [shape, b.const([0]), b.const([1])], "B")  # [1]
     tokens = b.op("Slice", [shape, b.const([1]), b.const([2])], "N")  # [1]
-    width = b.op("Slice", [shape, b.const([2]), b.const([3])], "D")
     bn = b.op("Concat", [batch, tokens], "BN", axis=0)
     n_scalar = b.op("Squeeze", [tokens, b.const([0])], "n")
     m = b.attr_const("num_landmarks", "int")
@@ -156,7 +162,6 @@ def landmarks_function(method: str = "fps", with_scores: bool = False, opset: in
         min_dist = b.op("Where", [eligible, inf, ninf], "min_dist0")
         steps = b.op("Sub", [m, prefix_n], "steps")
         b1 = b.op("Concat", [batch, b.const([1])], "B1", axis=0)
-        b1d = b.op("Concat", [batch, b.const([1]), width], "B1D", axis=0)
         # loop body: (iteration, cond, rank, min_dist) -> (cond, rank, min_dist)
         lb = _Builder("fps_")
         it, cond_in, rank_in, dist_in = "fps_iter", "fps_cond_in", "fps_rank_in", "fps_dist_in"
@@ -165,8 +170,8 @@ def landmarks_function(method: str = "fps", with_scores: bool = False, opset: in
         current = lb.op("GatherElements", [rank_in, pick], "current", axis=1)
         value = lb.op("Where", [valid, lb.op("Add", [n_g, it]), current], "value")
         rank_out = lb.op("ScatterElements", [rank_in, pick, value], "rank_out", axis=1)
-        index = lb.op("Expand", [lb.op("Unsqueeze", [pick, lb.const([2])]), b1d], "pick_index")
-        point = lb.op("GatherElements", [f, index], "point", axis=1)  # [B,1,D]
+        # GatherND with a batch dim: the reference evaluator's GatherElements fails at rank 3 beyond 64 tokens
+        point = lb.op("GatherND", [f, lb.op("Unsqueeze", [pick, lb.const([2])])], "point", batch_dims=1)  # [B,1,D]
         diff = lb.op("Sub", [f, point], "diff")
         dist = lb.op("ReduceSum", [lb.op("Mul", [diff, diff]), lb.const([2])], "dist", keepdims=0)
         dist_out = lb.op("Min", [dist_in, dist], "dist_min")
@@ -187,7 +192,7 @@ def landmarks_function(method: str = "fps", with_scores: bool = False, opset: in
                 helper.make_tensor_value_info(dist_out, FLOAT, None),
             ],
         )
-        rank, _dist = b.op("Loop", [steps, "", rank, min_dist], "fps", outputs=2, body=body)
+        rank, _dist = b.op("Loop", [steps, b.const(True, BOOL, "true"), rank, min_dist], "fps", outputs=2, body=body)
 
     order = b.op("TopK", [rank, b.op("Unsqueeze", [m, b.const([0])])], "order", outputs=2, axis=1, largest=0, sorted=1)[1]
     b.nodes.append(helper.make_node("Cast", [order], ["idx"], to=INT32))
@@ -206,9 +211,9 @@ def nystrom_function(opset: int = BODY_OPSET) -> FunctionProto:
     dv = b.op("Slice", [b.op("Shape", ["v"]), b.const([3]), b.const([4])], "dv")
     m = b.op("Slice", [b.op("Shape", ["idx"]), b.const([1]), b.const([2])], "m")
     index = b.op("Unsqueeze", [idx, b.const([1, 3])], "idx_b1m1")  # [B,1,m,1]
-    index = b.op("Expand", [index, b.op("Concat", [bh, m, d], axis=0)], "idx_bhmd")
-    qp = b.op("GatherElements", ["q", index], "qp", axis=2)
-    kp = b.op("GatherElements", ["k", index], "kp", axis=2)
+    index = b.op("Expand", [index, b.op("Concat", [bh, m, b.const([1])], axis=0)], "idx_bhm1")
+    qp = b.op("GatherND", ["q", index], "qp", batch_dims=2)  # [B,H,m,d]
+    kp = b.op("GatherND", ["k", index], "kp", batch_dims=2)
     # scale: the attribute, or head_dim ** -0.5 when it is 0
     scale_attr = b.attr_const("scale", "float")
     default = b.op("Reciprocal", [b.op("Sqrt", [b.op("Cast", [b.op("Squeeze", [d, b.const([0])])], to=FLOAT)])], "default_scale")
@@ -242,7 +247,7 @@ def nystrom_function(opset: int = BODY_OPSET) -> FunctionProto:
         [helper.make_tensor_value_info(cond_out, BOOL, []), helper.make_tensor_value_info(z_out, FLOAT, None)],
     )
     iters = b.attr_const("pinv_iters", "int")
-    z = b.op("Loop", [iters, "", z0], "Z", body=body)
+    z = b.op("Loop", [iters, b.const(True, BOOL, "true"), z0], "Z", body=body)
     # Bv = softmax(s qp k^T) v and out = softmax(s q kp^T) (Z Bv), in the I/O type
     bv = b.op(
         "MatMul",
@@ -298,3 +303,21 @@ def attach_functions(model: onnx.ModelProto, functions: Optional[list[FunctionPr
     del model.functions[:]
     model.functions.extend(keep + functions)
     return model
+
+
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with every model-local function (the fna bodies) expanded into the graph, for
+    runtimes that do not run local functions (OpenVINO). Metadata, weights and any external-data
+    references are kept; the result has no fna nodes, so TensorRT's plugins no longer apply."""
+    from onnx import inliner
+
+    return inliner.inline_local_functions(model)
+
+
+def with_bodies(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """(``model`` runnable without the plugins, whether bodies were attached): a trt-target export
+    (fna nodes without bodies) gets the portable bodies, in place; any other model is returned as is."""
+    has_fna = any(n.domain == DOMAIN for n in _all_nodes(model.graph))
+    if not has_fna or any(f.domain == DOMAIN for f in model.functions):
+        return model, False
+    return attach_functions(model), True
