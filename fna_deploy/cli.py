@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "triton": "fna_deploy.commands.triton:triton",
     "serve": "fna_deploy.commands.serve:serve",
     "infer": "fna_deploy.commands.infer:infer",
+    "k8s": "fna_deploy.commands.k8s:k8s",
     "run": "fna_deploy.commands.run:run",
 }
 
@@ -229,6 +230,7 @@ def cli() -> None:
       verify   MODEL          parity: PyTorch, ONNX Runtime, TensorRT
       bench    MODEL          dense vs FNA latency across resolutions
       triton   ARTIFACT       a Triton model repository; serve / infer to try it
+      k8s      REPO           Kubernetes manifests that run the repository on a cluster
       run      MODEL          all of the above in one go
 
     MODEL is timm:NAME, hf:DIR, a .pt2 archive or a .pt module. Every command has --help.
