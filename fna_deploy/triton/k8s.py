@@ -405,11 +405,8 @@ def write_manifests(manifests: Manifests, folder: "str | Path", *, force: bool =
     """Write the manifests into ``folder`` all at once (staged beside it, then renamed): an
     existing folder is replaced only with ``force`` and only when fna-deploy wrote it."""
     import json
-    import os
-    import shutil
-    import tempfile
 
-    from ..utils import current_umask
+    from ..utils import replace_folder_atomic
 
     folder = Path(folder)
     if folder.exists() or folder.is_symlink():
@@ -423,25 +420,11 @@ def write_manifests(manifests: Manifests, folder: "str | Path", *, force: bool =
                                  "so --force does not replace it; choose another -o")
     if not folder.parent.is_dir():
         raise FileNotFoundError(2, "the manifests folder's parent does not exist", str(folder.parent))
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.staging.", dir=folder.parent))
-    try:
-        os.chmod(staging, 0o777 & ~current_umask())
+
+    def populate(staging: Path) -> None:
         for name, manifest in manifests.files.items():
             (staging / name).write_text(render_yaml(manifest))
         (staging / K8S_MARKER).write_text(json.dumps({"written_by": "fna-deploy", "files": sorted(manifests.files)}) + "\n")
-        old = None
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old.", dir=folder.parent))
-            os.replace(folder, old / folder.name)
-        try:
-            os.replace(staging, folder)
-        except BaseException:
-            if old is not None:
-                os.replace(old / folder.name, folder)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+
+    replace_folder_atomic(folder, populate)
     return [folder / name for name in manifests.files]
