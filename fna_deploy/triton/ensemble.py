@@ -218,3 +218,50 @@ def is_image_model(config: dict) -> Optional[str]:
     if len(inputs) == 1 and inputs[0].get("data_type") in ("TYPE_STRING", "TYPE_BYTES"):
         return inputs[0]["name"]
     return None
+
+
+def served_step(config: dict) -> Optional[str]:
+    """The model an ensemble ends in (its last step), else None."""
+    steps = (config.get("ensemble_scheduling") or {}).get("step") or []
+    return steps[-1].get("model_name") if steps else None
+
+
+def served_recipe(config: dict) -> Optional[dict]:
+    """The preprocessing recipe a served model's config carries (parameter fna_preprocess or preprocess)."""
+    from .preprocess import check_recipe
+
+    params = config.get("parameters") or {}
+    for key in ("fna_preprocess", "preprocess"):
+        value = params.get(key)
+        if isinstance(value, dict) and value.get("string_value"):
+            return check_recipe(json.loads(value["string_value"]))
+    return None
+
+
+def read_image_files(image: "str | os.PathLike[str]", limit: int) -> list[tuple[Path, bytes]]:
+    """The encoded bytes of an image file, or of the first ``limit`` images of a folder (by name)."""
+    from ..images import image_files
+
+    path = Path(image)
+    if path.is_dir():
+        files = image_files(path)[:limit]
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(2, "no such image file or folder", str(path))
+    return [(f, f.read_bytes()) for f in files]
+
+
+def preprocess_files(files: list[tuple[Path, bytes]], recipe: dict):
+    """float32 pixels [N, C, H, W] for ``files`` by ``recipe`` (the code the server runs); ValueError names the file."""
+    import numpy as np
+
+    from .preprocess import preprocess
+
+    arrays = []
+    for path, data in files:
+        try:
+            arrays.append(preprocess(data, recipe))
+        except ValueError as exc:
+            raise ValueError(f"{str(path)!r}: {exc}") from None
+    return np.stack(arrays)
