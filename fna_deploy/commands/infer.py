@@ -120,6 +120,7 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.option("--duration", type=FiniteFloatRange(min=0.1, max=86400), default=None, metavar="S", help="Load mode: seconds to run (default 10).")
 @click.option("--requests", "max_requests", type=click.IntRange(min=1), default=None, metavar="N", help="Load mode: stop after N requests.")
 @click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Classes to print for the first image.")
+@click.option("--metrics-url", metavar="HOST:PORT", help="Triton's metrics endpoint, for the server's queue and compute times (default: the HTTP port + 2, as serve's 8000/8002).")
 @click.option("--report", "json_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the result (and comparison) as JSON to FILE.")
 @renamed("--json", "--report FILE", "json_path", type=click.Path(dir_okay=False))
 @quiet_option("Print only the answer line and the comparison verdict.")
@@ -129,7 +130,7 @@ def _served_fna_config(config: dict) -> Optional[str]:
 def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], random_count: Optional[int], batch: int, seed: int,
           compare_model: Optional[str], checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool,
           resolution: Optional[int], dense: bool, allow_degenerate: bool, concurrency: Optional[int], duration: Optional[float],
-          max_requests: Optional[int], top_k: int, json_path: Optional[str], quiet: bool, verbose: bool,
+          max_requests: Optional[int], top_k: int, metrics_url: Optional[str], json_path: Optional[str], quiet: bool, verbose: bool,
           **fna: Any) -> None:
     """Send one request to MODEL_NAME on the Triton server at URL (host:port, HTTP) and print the answer.
 
@@ -174,6 +175,9 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         from ..export.graph import check_writable
 
         check_writable(Path(json_path))
+    from ..triton.metrics import default_metrics_url, metrics_url as full_metrics_url, scrape
+
+    scrape_url = full_metrics_url(metrics_url) if metrics_url else default_metrics_url(url)
     console = Console()
     with TritonHttpClient(url) as client:
         config = client.model_config(model_name)
@@ -206,6 +210,10 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         if encoded is None:
             pixels = _images(image, shape, reference_model, seed, served_recipe(config))
         sent = {input_name: encoded if encoded is not None else pixels.numpy()}
+        try:  # the server's own counters before the first request: its queue and compute times come from the difference
+            metrics_before, metrics_note = scrape(scrape_url), None
+        except ValueError as exc:
+            metrics_before, metrics_note = None, str(exc)
         result = client.infer(model_name, sent)
     outputs = result.outputs
     first = next(iter(outputs))
@@ -259,6 +267,8 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
                           concurrency=concurrency or 1, duration=duration or 10.0, max_requests=max_requests)
         record["load"] = load.to_dict()
         console.print(load.summary(), highlight=False)
+    record["server"] = _server_side(console, scrape_url, metrics_before, metrics_note, model_name,
+                                    1 + (load.requests if load is not None else 0), quiet)
     if json_path:
         from ..utils import write_text_atomic
 
@@ -271,6 +281,27 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     if load is not None and load.mismatches:
         raise CliError(f"{load.mismatches} of {load.requests} answers under load differ from {load.reference}: {load.first_mismatch}",
                        exit_code=EXIT_FAILED)
+
+
+def _server_side(console: Any, scrape_url: str, before: Optional[dict], note: Optional[str], model_name: str, requests: int,
+                 quiet: bool) -> dict:
+    """The server's queue and compute times per model over this run (metrics endpoint), printed and for the report."""
+    from ..triton.metrics import scrape_after, server_times
+
+    if before is not None:
+        try:
+            models = server_times(before, scrape_after(scrape_url, before, model_name, requests))
+        except ValueError as exc:
+            before, note = None, str(exc)
+    if before is None:
+        if not quiet:
+            console.print(f"server times: unavailable ({note}; give --metrics-url)", highlight=False)
+        return {"metrics_url": scrape_url, "unavailable": note}
+    if not quiet:
+        for times in models:
+            console.print(f"server: {times.line()}", highlight=False)
+    return {"metrics_url": scrape_url, "models": [t.to_dict() for t in models],
+            "note": "averages per request between two scrapes of the metrics endpoint; other clients' requests count too"}
 
 
 def _load_mode(url: str, model_name: str, inputs: dict, reference: Any, *, output: str, fp16: bool, allow_degenerate: bool,

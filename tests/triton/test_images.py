@@ -182,15 +182,55 @@ def test_live_infer_image_and_load_mode(images_server, tiny_fna, tmp_path):
     (tmp_path / "photo.png").write_bytes(encoded((50, 70), seed=3))
     url = server.http_url
     args = ["infer", url, "tiny_images", "--image", str(tmp_path / "photo.png"), "--compare", str(tmp_path / "tiny.pt"),
-            "--allow-pickle", "--concurrency", "3", "--requests", "30", "--report", str(tmp_path / "r.json")]
+            "--allow-pickle", "--concurrency", "3", "--requests", "30", "--report", str(tmp_path / "r.json"),
+            "--metrics-url", server.metrics_url]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["compare"]["passed"] and report["images"] == [str(tmp_path / "photo.png")]
     assert report["load"]["requests"] == 30 and report["load"]["errors"] == 0 and report["load"]["mismatches"] == 0
+    # the server's side of the same 31 requests, from its metrics endpoint (127.0.0.1 only, as serve starts it)
+    assert f"--metrics-address={tr.LOOPBACK}" in server.command()
+    times = {m["model"]: m for m in report["server"]["models"]}
+    assert set(times) == {"tiny", "tiny_images", "tiny_preprocess"}
+    for model in times.values():
+        assert model["requests"] == 31 and model["failures"] == 0 and 1 <= model["executions"] <= 31
+        compute = model["compute_input_ms"] + model["compute_infer_ms"] + model["compute_output_ms"]
+        assert 0 <= model["queue_ms"] and 0 < compute <= model["request_ms"] + 1e-3
+    assert "server: tiny_preprocess: 31 requests" in result.output.replace("\n", " ")
     # the same file as pixels to the plain model (preprocessed by the recorded recipe): the same top-1
     result = CliRunner().invoke(cli, ["infer", url, "tiny", "--image", str(tmp_path / "photo.png"), "--report", str(tmp_path / "p.json")])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "p.json").read_text())["top_k"][0] == report["top_k"][0]
     result = CliRunner().invoke(cli, ["infer", url, "tiny_images", "--random", "1"])
     assert result.exit_code == 2 and "takes encoded images" in result.output
+
+
+METRICS = """# HELP nv_inference_request_success Number of successful inference requests
+nv_inference_request_success{model="m",version="1"} 10
+nv_inference_request_success{model="m",version="2"} 2
+nv_inference_request_failure{model="m",reason="BACKEND",version="1"} 1
+nv_inference_count{model="m",version="1"} 40
+nv_inference_exec_count{model="m",version="1"} 5
+nv_inference_request_duration_us{model="m",version="1"} 60000
+nv_inference_queue_duration_us{model="m",version="1"} 12000
+nv_inference_compute_input_duration_us{model="m",version="1"} 1200
+nv_inference_compute_infer_duration_us{model="m",version="1"} 36000
+nv_inference_compute_output_duration_us{model="m",version="1"} 2400
+nv_inference_request_success{model="idle",version="1"} 7
+nv_gpu_utilization{gpu_uuid="GPU-1"} 0.5
+"""
+
+
+def test_server_times_from_two_scrapes():
+    from fna_deploy.triton.metrics import default_metrics_url, metrics_url, parse_metrics, server_times
+
+    after = parse_metrics(METRICS)
+    assert after[("m", "request_success")] == 12  # summed over versions
+    before = {("m", "request_success"): 0.0, ("idle", "request_success"): 7.0}
+    (times,) = server_times(before, after)  # "idle" served nothing in between
+    assert (times.model, times.requests, times.failures, times.inferences, times.executions) == ("m", 12, 1, 40, 5)
+    assert times.queue_ms == 1.0 and times.compute_infer_ms == 3.0 and times.request_ms == 5.0
+    assert "queue 1.00 ms + compute 3.30 ms" in times.line()
+    assert metrics_url("127.0.0.1:8002") == metrics_url("http://127.0.0.1:8002/metrics") == "http://127.0.0.1:8002/metrics"
+    assert default_metrics_url("http://127.0.0.1:8000") == "http://127.0.0.1:8002/metrics"
