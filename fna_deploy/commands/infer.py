@@ -68,7 +68,7 @@ def _images(image: Optional[str], shape: list[int], model: Any, seed: int, recip
 
 
 def _encoded_request(client: Any, config: dict, image: Optional[str], batch: int, resolution: Optional[int]):
-    """For a model that takes encoded images (an ensemble from triton --images): the config of the
+    """For a model that takes encoded images (an ensemble from triton --image-ensemble): the config of the
     model it ends in, the input, the pixel shape, the files and their preprocessed pixels."""
     import numpy as np
     import torch
@@ -82,7 +82,7 @@ def _encoded_request(client: Any, config: dict, image: Optional[str], batch: int
     recipe = served_recipe(served)
     if recipe is None:
         raise CliError(f"{config.get('name')!r} takes encoded images but its model {step!r} records no preprocessing; "
-                       "rewrite the repository with fna-deploy triton --images")
+                       "rewrite the repository with fna-deploy triton --image-ensemble")
     if resolution is not None and recipe["size"] != [resolution, resolution]:
         raise CliError(f"--resolution {resolution} does not match the served preprocessing's {recipe['size']}; drop --resolution")
     files = read_image_files(image, batch)
@@ -102,7 +102,7 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.command()
 @click.argument("url")
 @click.argument("model_name")
-@click.option("--image", type=click.Path(), help="An image file, or a folder of images (up to --batch of them): its bytes to a model that takes encoded images (triton --images), else pixels preprocessed as the export recorded.")
+@click.option("--image", type=click.Path(), help="An image file, or a folder of images (up to --batch of them): its bytes to a model that takes encoded images (triton --image-ensemble), else pixels preprocessed as the export recorded.")
 @click.option("--random", "random_count", type=click.IntRange(min=0), is_flag=False, flag_value=0, default=None, metavar="N",
               help="N random images, normalised like images (random inputs are the default; N sets the batch).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the request (random inputs).")

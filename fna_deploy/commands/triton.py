@@ -45,7 +45,7 @@ def _default_backend(artifact: Path) -> str:
 @click.option("--preferred-batch", metavar="4,8", help="Preferred batch sizes for the dynamic batcher.")
 @click.option("--queue-delay-us", type=int, default=0, show_default=True, help="Max queue delay of the dynamic batcher, microseconds.")
 @click.option("--cpu", is_flag=True, help="Run the instances on CPU (KIND_CPU; the python backend's default).")
-@click.option("--images", is_flag=True, help="Also take encoded images: a python-backend preprocessing model NAME_preprocess (the resize, crop and normalisation recorded at export) and an ensemble NAME_images (JPEG/PNG/WebP bytes in, the model's outputs out).")
+@click.option("--image-ensemble", "images", is_flag=True, help="Also take encoded images: a python-backend preprocessing model NAME_preprocess (the resize, crop and normalisation recorded at export) and an ensemble NAME_images (JPEG/PNG/WebP bytes in, the model's outputs out).")
 @click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
 @quiet_option("Print only the model folder.")
 @verbose_option("Also print the config.pbtxt written.")
@@ -64,7 +64,7 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
     Examples:
       fna-deploy triton vit_fna.onnx -o repo --backend python
       fna-deploy triton vit_fna.plan -o repo --plugin libfna_plugins.so --preferred-batch 4,8
-      fna-deploy triton vit_fna.onnx -o repo --backend python --images
+      fna-deploy triton vit_fna.onnx -o repo --backend python --image-ensemble
     """
     from rich.console import Console
     from rich.table import Table

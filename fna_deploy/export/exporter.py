@@ -140,7 +140,7 @@ def _torch_export(module: nn.Module, example: torch.Tensor, dynamic_batch: bool,
 
 
 def _preprocess_recipe(model: Optional[nn.Module], shape: tuple[int, ...]) -> str:
-    """The image preprocessing recipe (JSON) at the export's resolution: what ``triton --images``
+    """The image preprocessing recipe (JSON) at the export's resolution: what ``triton --image-ensemble``
     serves; empty for a finished graph (.pt2: no data config to read) or a model that takes no images."""
     from ..images import data_config
 

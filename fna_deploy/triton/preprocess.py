@@ -7,7 +7,7 @@ normalise with the recorded mean and std. timm's eval transform (crop_pct, crop_
 Hugging Face image processor (size, crop_size, resample, image_mean, image_std) both map to it.
 
 This file is self-contained (numpy and Pillow, nothing from fna_deploy): ``fna-deploy triton
---images`` copies it beside the python-backend preprocessing model, and ``fna-deploy infer``
+--image-ensemble`` copies it beside the python-backend preprocessing model, and ``fna-deploy infer``
 imports it for the client side, so the server and the client run the same code.
 """
 

@@ -99,7 +99,7 @@ def test_export_records_the_recipe_and_triton_refuses_without_one(tiny_fna, tmp_
     model, _, onnx_path = tiny_fna
     assert artifact_recipe(onnx_path) == data_config(model, 32)
     old = tiny_onnx(tmp_path / "old.onnx")  # an export without the preprocess metadata
-    result = CliRunner().invoke(cli, ["triton", str(old), "-o", str(tmp_path / "repo"), "--backend", "python", "--images"])
+    result = CliRunner().invoke(cli, ["triton", str(old), "-o", str(tmp_path / "repo"), "--backend", "python", "--image-ensemble"])
     assert result.exit_code == 2 and "records no image preprocessing" in result.output
     assert not (tmp_path / "repo").exists()
 
@@ -107,7 +107,7 @@ def test_export_records_the_recipe_and_triton_refuses_without_one(tiny_fna, tmp_
 def test_image_models_are_written_with_the_model(tiny_fna, tmp_path):
     _, _, onnx_path = tiny_fna
     result = CliRunner().invoke(cli, ["triton", str(onnx_path), "-o", str(tmp_path / "repo"), "--backend", "python",
-                                      "--name", "tiny", "--images"])
+                                      "--name", "tiny", "--image-ensemble"])
     assert result.exit_code == 0, result.output
     assert "fna-deploy infer 127.0.0.1:8000 tiny_images --image" in result.output
     repo = tmp_path / "repo"
@@ -118,7 +118,7 @@ def test_image_models_are_written_with_the_model(tiny_fna, tmp_path):
     assert json.loads(pre.parameters["preprocess"].string_value) == artifact_recipe(onnx_path)
     assert (repo / "tiny_preprocess" / "1" / "fna_preprocess.py").read_text() == Path(tr.__file__).with_name("preprocess.py").read_text()
     assert sorted(tr.check_repository(repo)) == ["tiny", "tiny_images", "tiny_preprocess"]
-    result = CliRunner().invoke(cli, ["triton", str(onnx_path), "-o", str(repo), "--backend", "python", "--name", "tiny", "--images"])
+    result = CliRunner().invoke(cli, ["triton", str(onnx_path), "-o", str(repo), "--backend", "python", "--name", "tiny", "--image-ensemble"])
     assert result.exit_code == 2 and "already exists" in result.output
     # a static-batch model cannot sit behind a batching ensemble: refused, nothing of it left
     write_repository(tiny_onnx(tmp_path / "static.onnx", batch=1), repo, RepositoryOptions(name="static", backend="python"))
