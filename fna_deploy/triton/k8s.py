@@ -79,7 +79,7 @@ class K8sOptions:
             tag = self.image.rsplit("/", 1)[-1]
             if "@sha256:" not in self.image and (":" not in tag or tag.endswith(":latest")):
                 raise ValueError(f"image {self.image!r} must name a pinned tag or digest (not latest), e.g. {TRITON_IMAGE}:{DEFAULT_TRITON_VERSION}-py3")
-        for flag, value in (("cpu", self.cpu), ("memory", self.memory)):
+        for flag, value in (("CPU request", self.cpu), ("memory request", self.memory)):
             if not _QUANTITY.fullmatch(str(value)):
                 raise ValueError(f"{flag} {value!r} is not a Kubernetes quantity (e.g. 2, 500m, 8Gi)")
         for flag, value, low in (("gpus", self.gpus, 0), ("replicas", self.replicas, 1), ("max replicas", self.max_replicas, 1)):
@@ -327,8 +327,6 @@ def inference_service(options: K8sOptions, facts: RepositoryFacts, gpus: int) ->
     predictor: dict[str, Any] = {"minReplicas": options.replicas, "maxReplicas": options.max_replicas, "model": model}
     if options.autoscale == "cpu":
         predictor.update(scaleMetric="cpu", scaleTarget=options.target or DEFAULT_TARGETS["cpu"])
-    if options.credentials_secret:
-        predictor["serviceAccountName"] = options.credentials_secret  # KServe reads storage credentials through a service account
     annotations = {"serving.kserve.io/enable-prometheus-scraping": "true", **SCRAPE}
     return {"apiVersion": "serving.kserve.io/v1beta1", "kind": "InferenceService",
             "metadata": _metadata(options, annotations=annotations), "spec": {"predictor": predictor}}
@@ -367,6 +365,9 @@ def build_manifests(repository: "str | Path", options: K8sOptions) -> Manifests:
     files: dict[str, dict] = {}
     if options.kserve:
         files["inferenceservice.yaml"] = inference_service(options, facts, gpus)
+        if options.credentials_secret:
+            notes.append(f"KServe's storage initializer reads credentials through a ServiceAccount that lists the secret "
+                         f"{options.credentials_secret!r}: create one and set spec.predictor.serviceAccountName")
     else:
         files["deployment.yaml"] = deployment(options, facts, gpus)
         files["service.yaml"] = service(options)

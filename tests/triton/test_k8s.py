@@ -131,7 +131,7 @@ def test_object_store_with_engines_needs_the_plugin_in_the_image(repo, tmp_path)
 def test_custom_metric_autoscaling_with_an_adapter(repo, tmp_path, kind, metric):
     result = invoke("k8s", repo, "-o", tmp_path / kind, "--autoscale", kind)
     assert result.exit_code == 2 and "metrics adapter" in result.output
-    result = invoke("k8s", repo, "-o", tmp_path / kind, "--autoscale", kind, "--metrics-adapter", "prometheus-adapter", "--target", "70")
+    result = invoke("k8s", repo, "-o", tmp_path / kind, "--autoscale", kind, "--metrics-adapter", "prometheus-adapter", "--autoscale-target", "70")
     assert result.exit_code == 0, result.output
     files = load(tmp_path / kind)
     for manifest in files.values():
@@ -161,6 +161,12 @@ def test_kserve_inference_service(repo, tmp_path):
         kv.validate({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"},
                      "spec": {"containers": [{"name": "kserve-container", **container}]}}, version, strict=True)
     assert model["resources"]["limits"]["nvidia.com/gpu"] == 1
+    result = invoke("k8s", repo, "-o", tmp_path / "ks3", "--kserve", "--repository-url", "s3://bucket/repo",
+                    "--credentials-secret", "aws-creds", "--plugin-path", "/opt/fna/libfna_plugins.so", "--report", tmp_path / "ks3.json")
+    assert result.exit_code == 0, result.output
+    model = load(tmp_path / "ks3")["inferenceservice.yaml"]["spec"]["predictor"]["model"]
+    assert model["storageUri"] == "s3://bucket/repo" and "--backend-config=tensorrt,plugins=/opt/fna/libfna_plugins.so" in model["args"]
+    assert any("ServiceAccount" in n for n in json.loads((tmp_path / "ks3.json").read_text())["notes"])
 
 
 @pytest.mark.parametrize("args, message", [
@@ -171,7 +177,7 @@ def test_kserve_inference_service(repo, tmp_path):
     (["--repository-url", "s3://bucket/x", "--pvc", "models"], "not both"),
     (["--credentials-secret", "creds"], "object-store"),
     (["--name", "Bad_Name"], "not a Kubernetes name"),
-    (["--memory", "8 GB"], "not a Kubernetes quantity"),
+    (["--memory-request", "8 GB"], "not a Kubernetes quantity"),
     (["--replicas", "5", "--max-replicas", "2"], "below the replicas"),
     (["--gpus", "0"], "need a GPU"),
     (["--kserve", "--autoscale", "queue", "--metrics-adapter", "prometheus-adapter"], "KServe scales"),
