@@ -234,3 +234,20 @@ def test_server_times_from_two_scrapes():
     assert "queue 1.00 ms + compute 3.30 ms" in times.line()
     assert metrics_url("127.0.0.1:8002") == metrics_url("http://127.0.0.1:8002/metrics") == "http://127.0.0.1:8002/metrics"
     assert default_metrics_url("http://127.0.0.1:8000") == "http://127.0.0.1:8002/metrics"
+
+
+def test_engine_recipe_comes_from_its_onnx_and_a_mismatch_writes_nothing(tiny_fna, tmp_path):
+    import shutil
+
+    from .conftest import fake_engine, fake_plugin
+
+    _, _, onnx_path = tiny_fna
+    engine = fake_engine(tmp_path, plugin=fake_plugin(tmp_path / "libfna_plugins.so"))  # its sidecar names vit_fna_trt.onnx
+    args = ["triton", str(engine), "-o", str(tmp_path / "repo"), "--name", "vit", "--image-ensemble"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 2 and "the engine's ONNX export (its preprocessing recipe) is missing" in result.output
+    shutil.copy(onnx_path, tmp_path / "vit_fna_trt.onnx")
+    assert artifact_recipe(engine)["size"] == [32, 32]
+    result = CliRunner().invoke(cli, args)  # the engine takes 224 px, the recipe makes 32 px: refused, the model removed again
+    assert result.exit_code == 2 and "takes [3, 224, 224], but the recorded preprocessing gives [3, 32, 32]" in result.output
+    assert not any(p.name in ("vit", "vit_preprocess", "vit_images") for p in (tmp_path / "repo").iterdir())
