@@ -47,7 +47,7 @@ def _images(image: Optional[str], shape: list[int], model: Any, seed: int, recip
     size = (shape[2], shape[3])
     if image is None:
         return random_images(shape[0], model, img_size=size, seed=seed)
-    if recipe is not None:  # the preprocessing the export recorded (the served config's fna_preprocess)
+    if recipe is not None and recipe["size"] == [shape[2], shape[3]]:  # the preprocessing the export recorded (fna_preprocess)
         import torch
 
         from ..triton.ensemble import preprocess_files, read_image_files
