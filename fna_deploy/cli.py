@@ -230,8 +230,8 @@ def cli() -> None:
       verify   MODEL          parity: PyTorch, ONNX Runtime, TensorRT
       bench    MODEL          dense vs FNA latency across resolutions
       triton   ARTIFACT       a Triton model repository; serve / infer to try it
-      k8s      REPO           Kubernetes manifests that run the repository on a cluster
       run      MODEL          all of the above in one go
+      k8s      REPO           Kubernetes manifests that run a Triton repository on a cluster
 
     MODEL is timm:NAME, hf:DIR, a .pt2 archive or a .pt module. Every command has --help.
     """
