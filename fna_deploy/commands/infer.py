@@ -145,6 +145,11 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     mismatches, p50/p90/p99 latency and throughput are printed (and written with --report).
     Errors exit 2, mismatches 1.
 
+    An images-in ensemble (fna-deploy triton --image-ensemble, NAME_images) gets the --image
+    files' bytes; its answer is compared with PyTorch on the files preprocessed by the recipe
+    recorded at export. After the answer, the server's own queue and compute times per model are
+    printed, read from its metrics endpoint before and after the requests (--metrics-url).
+
     \b
     Example:
       fna-deploy infer 127.0.0.1:8000 vit_fna --random 4 --compare timm:vit_base_patch16_224
