@@ -251,3 +251,19 @@ def test_engine_recipe_comes_from_its_onnx_and_a_mismatch_writes_nothing(tiny_fn
     result = CliRunner().invoke(cli, args)  # the engine takes 224 px, the recipe makes 32 px: refused, the model removed again
     assert result.exit_code == 2 and "takes [3, 224, 224], but the recorded preprocessing gives [3, 32, 32]" in result.output
     assert not any(p.name in ("vit", "vit_preprocess", "vit_images") for p in (tmp_path / "repo").iterdir())
+
+
+def test_serve_check_knows_ensembles_need_no_backend(tiny_fna, tmp_path):
+    """serve checks every model's backend against the server's before starting: an ensemble is
+    Triton's own scheduler (no backend), its steps are checked as models of their own."""
+    _, _, onnx_path = tiny_fna
+    (tmp_path / "backends" / "python").mkdir(parents=True)
+    bundled = tr.ServerBinary(tmp_path / "tritonserver", True, {}, backend_source=tmp_path / "backends")
+    repo = tmp_path / "repo"
+    write_repository(onnx_path, repo, RepositoryOptions(name="tiny", backend="python"))
+    write_image_models(repo, "tiny", artifact_recipe(onnx_path))
+    assert tr.model_backends(repo) == {"tiny": "python", "tiny_images": "ensemble", "tiny_preprocess": "python"}
+    tr.check_backends(repo, bundled)  # no error
+    write_repository(onnx_path, repo, RepositoryOptions(name="ort", backend="onnxruntime"))
+    with pytest.raises(ValueError, match="model 'ort' needs the onnxruntime backend"):
+        tr.check_backends(repo, bundled)
