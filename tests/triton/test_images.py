@@ -267,3 +267,29 @@ def test_serve_check_knows_ensembles_need_no_backend(tiny_fna, tmp_path):
     write_repository(onnx_path, repo, RepositoryOptions(name="ort", backend="onnxruntime"))
     with pytest.raises(ValueError, match="model 'ort' needs the onnxruntime backend"):
         tr.check_backends(repo, bundled)
+
+
+def test_the_manifests_probes_and_scrape_port_answer_on_a_live_server(images_server):
+    """The k8s manifests' health probes and Prometheus scrape target, asked of a real tritonserver
+    serving this repository (on loopback: no cluster here)."""
+    import urllib.request
+
+    import yaml
+
+    from fna_deploy.triton.k8s import K8sOptions, build_manifests, render_yaml
+    from fna_deploy.triton.metrics import parse_metrics
+
+    server, root = images_server
+    files = build_manifests(root / "repo", K8sOptions(name="fna"))
+    deployment = yaml.safe_load(render_yaml(files.files["deployment.yaml"]))
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    local = {ports["http"]: server.http_port, ports["metrics"]: server.metrics_port}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        with urllib.request.urlopen(f"http://{tr.LOOPBACK}:{local[ports[get['port']]]}{get['path']}", timeout=5) as answer:
+            assert answer.status == 200, probe
+    scrape = pod["metadata"]["annotations"]
+    with urllib.request.urlopen(f"http://{tr.LOOPBACK}:{local[int(scrape['prometheus.io/port'])]}{scrape['prometheus.io/path']}", timeout=5) as answer:
+        assert ("tiny", "request_success") in parse_metrics(answer.read().decode())

@@ -206,3 +206,28 @@ def test_existing_folders(repo, tmp_path):
     assert (mine / "notes.txt").read_text() == "keep" and not (mine / "deployment.yaml").exists()
     result = invoke("k8s", tmp_path / "nope", "-o", out)
     assert result.exit_code == 2 and "is not a folder" in result.output
+
+
+def test_the_server_arguments_exist_in_the_real_tritonserver(repo, tmp_path):
+    """Up to the cluster's boundary: every flag the Deployment passes is one tritonserver knows
+    (the binary bundled in nvidia-pytriton, asked for its --help)."""
+    import os
+    import subprocess
+
+    from fna_deploy import triton as tr
+
+    from .conftest import _server_binary_or_skip
+
+    binary = _server_binary_or_skip()
+    import re
+
+    done = subprocess.run([str(binary.path), "--help"], capture_output=True, text=True, timeout=60, env={**os.environ, **binary.env})
+    text = done.stdout + done.stderr  # tritonserver prints its help on stderr
+    assert tr.probe_tritonserver(binary) is None and "--model-repository" in text
+    manifest = build_manifests(repo, K8sOptions(name="fna")).files["deployment.yaml"]
+    args = manifest["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert len(args) == 7
+    for arg in args:
+        flag = arg.split("=")[0]
+        assert re.search(rf"^\s+{re.escape(flag)}(\s|$)", text, re.M), f"tritonserver --help has no {flag}"
+    assert not re.search(r"^\s+--no-such-flag(\s|$)", text, re.M)
