@@ -193,10 +193,12 @@ def test_live_infer_image_and_load_mode(images_server, tiny_fna, tmp_path):
     assert f"--metrics-address={tr.LOOPBACK}" in server.command()
     times = {m["model"]: m for m in report["server"]["models"]}
     assert set(times) == {"tiny", "tiny_images", "tiny_preprocess"}
-    for model in times.values():
+    for name, model in times.items():
         assert model["requests"] == 31 and model["failures"] == 0 and 1 <= model["executions"] <= 31
         compute = model["compute_input_ms"] + model["compute_infer_ms"] + model["compute_output_ms"]
-        assert 0 <= model["queue_ms"] and 0 < compute <= model["request_ms"] + 1e-3
+        assert 0 <= model["queue_ms"] and 0 < compute, name
+        if name != "tiny_images":  # a model's request time holds its queue and compute (an ensemble's are its steps' sums)
+            assert model["queue_ms"] + compute <= model["request_ms"] + 1e-3, (name, model)
     assert "server: tiny_preprocess: 31 requests" in result.output.replace("\n", " ")
     # the same file as pixels to the plain model (preprocessed by the recorded recipe): the same top-1
     result = CliRunner().invoke(cli, ["infer", url, "tiny", "--image", str(tmp_path / "photo.png"), "--report", str(tmp_path / "p.json")])
