@@ -206,6 +206,15 @@ def test_live_infer_image_and_load_mode(images_server, tiny_fna, tmp_path):
     assert json.loads((tmp_path / "p.json").read_text())["top_k"][0] == report["top_k"][0]
     result = CliRunner().invoke(cli, ["infer", url, "tiny_images", "--random", "1"])
     assert result.exit_code == 2 and "takes encoded images" in result.output
+    # a folder: the first --batch images by name, one batched request of their bytes
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, fmt in enumerate(("PNG", "JPEG", "WEBP")):
+        (folder / f"{i}.{fmt.lower()}").write_bytes(encoded((40 + 9 * i, 60), fmt, seed=i))
+    result = CliRunner().invoke(cli, ["infer", url, "tiny_images", "--image", str(folder), "--batch", "3", "--compare",
+                                      str(tmp_path / "tiny.pt"), "--allow-pickle"])
+    assert result.exit_code == 0, result.output
+    assert "output [3, 10]" in result.output and "FNA served config): ok" in result.output
 
 
 METRICS = """# HELP nv_inference_request_success Number of successful inference requests
