@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "triton": "fna_deploy.commands.triton:triton",
     "serve": "fna_deploy.commands.serve:serve",
     "infer": "fna_deploy.commands.infer:infer",
+    "k8s": "fna_deploy.commands.k8s:k8s",
     "run": "fna_deploy.commands.run:run",
 }
 
@@ -230,6 +231,7 @@ def cli() -> None:
       bench    MODEL          dense vs FNA latency across resolutions
       triton   ARTIFACT       a Triton model repository; serve / infer to try it
       run      MODEL          all of the above in one go
+      k8s      REPO           Kubernetes manifests that run a Triton repository on a cluster
 
     MODEL is timm:NAME, hf:DIR, a .pt2 archive or a .pt module. Every command has --help.
     """

@@ -10,6 +10,7 @@ resized so that its shorter side matches the target and then center-cropped to `
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Optional, Sequence
@@ -75,24 +76,15 @@ def preprocessing(model: Optional[nn.Module]) -> dict:
     return cfg
 
 
-_PIL_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic"}
+_PIL_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
 
 def _hf_preprocessing(model: nn.Module) -> dict:
     """mean/std/interpolation from the image processor config saved beside a Hugging Face model
     (``preprocessor_config.json`` in the hf:DIR folder), when there is one."""
-    from .patching.hf import HFVisionModel
-
-    source = getattr(model, "source_dir", None) if isinstance(model, HFVisionModel) else None
-    path = Path(source) / "preprocessor_config.json" if source else None
-    if path is None or not path.is_file():
+    data = _hf_processor(model)
+    if data is None:
         return {}
-    import json
-
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"cannot read the image processor config {str(path)!r} ({exc})") from None
     out: dict = {}
     if data.get("do_normalize", True) is False:
         out["mean"], out["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
@@ -104,6 +96,70 @@ def _hf_preprocessing(model: nn.Module) -> dict:
     if data.get("resample") in _PIL_RESAMPLE_NAMES:
         out["interpolation"] = _PIL_RESAMPLE_NAMES[data["resample"]]
     return out
+
+
+def data_config(model: Optional[nn.Module], img_size: "int | Sequence[int]", channels: Optional[int] = None) -> dict:
+    """The preprocessing recipe of ``model`` at ``img_size`` (recorded at export as ONNX metadata
+    ``preprocess``; see :mod:`fna_deploy.triton.preprocess`): a Hugging Face model's saved image
+    processor config, else timm's data config (``resolve_data_config``: interpolation, mean, std,
+    crop_pct, crop_mode), else timm's defaults (ImageNet statistics, bicubic, crop_pct 0.875)."""
+    height, width = _pair(img_size)
+    cfg = preprocessing(model)
+    channels = channels or cfg["in_chans"]
+    if channels not in (1, 3):
+        raise ValueError(f"a model with {channels} input channels does not take images")
+    processor = _hf_processor(model)
+    if processor is not None:
+        return _hf_recipe(processor, (height, width), channels, cfg)
+    from timm.data import resolve_data_config
+    from timm.data.constants import DEFAULT_CROP_PCT
+
+    data = {"interpolation": cfg["interpolation"], "crop_pct": DEFAULT_CROP_PCT, "crop_mode": "center", "source": "default"}
+    if model is not None and getattr(model, "pretrained_cfg", None):
+        data = {**resolve_data_config({"input_size": (channels, height, width)}, model=model), "source": "timm"}
+    crop_pct, mode = float(data.get("crop_pct") or DEFAULT_CROP_PCT), data.get("crop_mode") or "center"
+    scale = (math.floor(height / crop_pct), math.floor(width / crop_pct))
+    if mode == "center":  # timm's transforms_imagenet_eval: the shorter side to size / crop_pct, aspect kept
+        resize = {"mode": "shortest_edge", "size": scale[0]} if height == width else {"mode": "exact", "size": list(scale)}
+    elif mode == "squash":
+        resize = {"mode": "exact", "size": list(scale)}
+    else:
+        raise ValueError(f"timm crop_mode {mode!r} has no recipe here (center and squash do)")
+    return {"version": 1, "source": data["source"], "channels": channels, "size": [height, width], "resize": resize,
+            "crop": [height, width], "crop_rounding": "round", "interpolation": str(data.get("interpolation") or "bicubic"),
+            "rescale_factor": 1 / 255, "mean": [float(x) for x in cfg["mean"]], "std": [float(x) for x in cfg["std"]]}
+
+
+def _hf_processor(model: Optional[nn.Module]) -> Optional[dict]:
+    from .patching.hf import HFVisionModel
+
+    source = getattr(model, "source_dir", None) if isinstance(model, HFVisionModel) else None
+    path = Path(source) / "preprocessor_config.json" if source else None
+    if path is None or not path.is_file():
+        return None
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"cannot read the image processor config {str(path)!r} ({exc})") from None
+
+
+def _hf_recipe(data: dict, size: tuple[int, int], channels: int, cfg: dict) -> dict:
+    """A Hugging Face image processor (do_resize/size, do_center_crop/crop_size, do_rescale,
+    do_normalize) as a recipe; the model's input size wins over the processor's own size."""
+    height, width = size
+    wanted = data.get("size") if data.get("do_resize", True) else None
+    crop = data.get("crop_size") if data.get("do_center_crop", False) else None
+    crop_hw = [crop.get("height"), crop.get("width")] if isinstance(crop, dict) else ([crop, crop] if isinstance(crop, int) else None)
+    if isinstance(wanted, dict) and "shortest_edge" in wanted and crop_hw == [height, width]:
+        resize = {"mode": "shortest_edge", "size": int(wanted["shortest_edge"])}
+    else:  # {"height", "width"} processors (ViT, DeiT ...), or a model exported at another size than the processor's
+        resize, crop_hw = {"mode": "exact", "size": [height, width]}, None
+    rescale = float(data.get("rescale_factor", 1 / 255)) if data.get("do_rescale", True) else 1.0
+    return {"version": 1, "source": "hf", "channels": channels, "size": [height, width], "resize": resize,
+            "crop": [height, width] if crop_hw else None, "crop_rounding": "floor", "interpolation": cfg["interpolation"],
+            "rescale_factor": rescale, "mean": [float(x) for x in cfg["mean"]], "std": [float(x) for x in cfg["std"]]}
 
 
 def _normalize(pixels: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
@@ -209,4 +265,4 @@ def random_images(
     return _normalize(pixels, cfg["mean"], cfg["std"])
 
 
-__all__ = ["load_images", "random_images", "image_files", "model_image_size", "preprocessing"]
+__all__ = ["load_images", "random_images", "image_files", "model_image_size", "preprocessing", "data_config"]

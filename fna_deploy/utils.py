@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 
 def write_bytes_atomic(path: "str | os.PathLike[str]", data: bytes) -> Path:
@@ -51,3 +52,32 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
     return device
+
+
+def replace_folder_atomic(target: "str | os.PathLike[str]", populate: "Callable[[Path], None]") -> Path:
+    """Fill a staging folder beside ``target`` with ``populate(staging)`` and rename it into place:
+    readers see the old folder or the new one, never half of one; a failure leaves ``target`` as
+    it was. The caller decides whether an existing ``target`` may be replaced."""
+    import shutil
+
+    target = Path(target)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", dir=target.parent))
+    try:
+        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; a server may run as another user
+        populate(staging)
+        old = None
+        if target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+            os.replace(target, old / target.name)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            if old is not None:
+                os.replace(old / target.name, target)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -41,12 +41,18 @@ def _input_shape(config: dict, batch: int, resolution: Optional[int]) -> tuple[s
     return spec["name"], dims
 
 
-def _images(image: Optional[str], shape: list[int], model: Any, seed: int):
+def _images(image: Optional[str], shape: list[int], model: Any, seed: int, recipe: Optional[dict] = None):
     from ..images import load_images, random_images
 
     size = (shape[2], shape[3])
     if image is None:
         return random_images(shape[0], model, img_size=size, seed=seed)
+    if recipe is not None and recipe["size"] == [shape[2], shape[3]]:  # the preprocessing the export recorded (fna_preprocess)
+        import torch
+
+        from ..triton.ensemble import preprocess_files, read_image_files
+
+        return torch.from_numpy(preprocess_files(read_image_files(image, shape[0]), recipe))
     path = Path(image)
     if path.is_dir():
         pixels = load_images(path, model, img_size=size, limit=shape[0])
@@ -61,6 +67,32 @@ def _images(image: Optional[str], shape: list[int], model: Any, seed: int):
     return pixels
 
 
+def _encoded_request(client: Any, config: dict, image: Optional[str], batch: int, resolution: Optional[int]):
+    """For a model that takes encoded images (an ensemble from triton --image-ensemble): the config of the
+    model it ends in, the input, the pixel shape, the files and their preprocessed pixels."""
+    import numpy as np
+    import torch
+
+    from ..triton.ensemble import is_image_model, preprocess_files, read_image_files, served_recipe, served_step
+
+    if image is None:
+        raise CliError(f"{config.get('name')!r} takes encoded images (JPEG, PNG, WebP): give --image FILE or --image DIR")
+    step = served_step(config)
+    served = client.model_config(step) if step else config
+    recipe = served_recipe(served)
+    if recipe is None:
+        raise CliError(f"{config.get('name')!r} takes encoded images but its model {step!r} records no preprocessing; "
+                       "rewrite the repository with fna-deploy triton --image-ensemble")
+    if resolution is not None and recipe["size"] != [resolution, resolution]:
+        raise CliError(f"--resolution {resolution} does not match the served preprocessing's {recipe['size']}; drop --resolution")
+    files = read_image_files(image, batch)
+    if int(config.get("max_batch_size", 0)) and len(files) > int(config["max_batch_size"]):
+        raise CliError(f"{len(files)} images exceed the model's max_batch_size {config['max_batch_size']}; lower --batch")
+    payload = np.array([[data] for _, data in files], dtype=object)
+    pixels = torch.from_numpy(preprocess_files(files, recipe))
+    return served, is_image_model(config), list(pixels.shape), payload, pixels, [str(f) for f, _ in files]
+
+
 def _served_fna_config(config: dict) -> Optional[str]:
     params = config.get("parameters", {}) or {}
     value = params.get("fna_config", {})
@@ -70,7 +102,7 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.command()
 @click.argument("url")
 @click.argument("model_name")
-@click.option("--image", type=click.Path(), help="An image file, or a folder of images (up to --batch of them).")
+@click.option("--image", type=click.Path(), help="An image file, or a folder of images (up to --batch of them): its bytes to a model that takes encoded images (triton --image-ensemble), else pixels preprocessed as the export recorded.")
 @click.option("--random", "random_count", type=click.IntRange(min=0), is_flag=False, flag_value=0, default=None, metavar="N",
               help="N random images, normalised like images (random inputs are the default; N sets the batch).")
 @click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the request (random inputs).")
@@ -88,6 +120,7 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.option("--duration", type=FiniteFloatRange(min=0.1, max=86400), default=None, metavar="S", help="Load mode: seconds to run (default 10).")
 @click.option("--requests", "max_requests", type=click.IntRange(min=1), default=None, metavar="N", help="Load mode: stop after N requests.")
 @click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Classes to print for the first image.")
+@click.option("--metrics-url", metavar="HOST:PORT", help="Triton's metrics endpoint, for the server's queue and compute times (default: the HTTP port + 2, as serve's 8000/8002).")
 @click.option("--report", "json_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the result (and comparison) as JSON to FILE.")
 @renamed("--json", "--report FILE", "json_path", type=click.Path(dir_okay=False))
 @quiet_option("Print only the answer line and the comparison verdict.")
@@ -97,7 +130,7 @@ def _served_fna_config(config: dict) -> Optional[str]:
 def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], random_count: Optional[int], batch: int, seed: int,
           compare_model: Optional[str], checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool,
           resolution: Optional[int], dense: bool, allow_degenerate: bool, concurrency: Optional[int], duration: Optional[float],
-          max_requests: Optional[int], top_k: int, json_path: Optional[str], quiet: bool, verbose: bool,
+          max_requests: Optional[int], top_k: int, metrics_url: Optional[str], json_path: Optional[str], quiet: bool, verbose: bool,
           **fna: Any) -> None:
     """Send one request to MODEL_NAME on the Triton server at URL (host:port, HTTP) and print the answer.
 
@@ -111,6 +144,11 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     against the --compare model's output (else against the first answer), and requests, errors,
     mismatches, p50/p90/p99 latency and throughput are printed (and written with --report).
     Errors exit 2, mismatches 1.
+
+    An images-in ensemble (fna-deploy triton --image-ensemble, NAME_images) gets the --image
+    files' bytes; its answer is compared with PyTorch on the files preprocessed by the recipe
+    recorded at export. After the answer, the server's own queue and compute times per model are
+    printed, read from its metrics endpoint before and after the requests (--metrics-url).
 
     \b
     Example:
@@ -142,10 +180,20 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         from ..export.graph import check_writable
 
         check_writable(Path(json_path))
+    from ..triton.metrics import default_metrics_url, metrics_url as full_metrics_url, scrape
+
+    scrape_url = full_metrics_url(metrics_url) if metrics_url else default_metrics_url(url)
     console = Console()
     with TritonHttpClient(url) as client:
         config = client.model_config(model_name)
-        input_name, shape = _input_shape(config, batch, resolution)
+        from ..triton.ensemble import is_image_model, served_recipe
+
+        served = config  # the config that records the FNA config, fp16 and preprocessing (an ensemble's last model's)
+        encoded = None
+        if is_image_model(config) is not None:
+            served, input_name, shape, encoded, pixels, sent_files = _encoded_request(client, config, image, batch, resolution)
+        else:
+            input_name, shape = _input_shape(config, batch, resolution)
         reference_model = None
         fna_config = None
         if compare_model is not None:
@@ -154,30 +202,38 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
             size = resolution if resolution is not None else (shape[2] if buildable else None)
             reference_model = load_cli_model(compare_model, checkpoint, arch, allow_pickle, size)
             if not dense:
-                served = _served_fna_config(config)
-                if explicit_fna or not served:
+                served_fna = _served_fna_config(served)
+                if explicit_fna or not served_fna:
                     fna_config = config_from_options(fna)
                 else:
                     from ..config import FNAConfig
 
-                    fna_config = FNAConfig.from_json(served)
+                    fna_config = FNAConfig.from_json(served_fna)
                 from ..patching import patch
 
                 patch(reference_model, fna_config)
-        pixels = _images(image, shape, reference_model, seed)
-        result = client.infer(model_name, {input_name: pixels.numpy()})
+        if encoded is None:
+            pixels = _images(image, shape, reference_model, seed, served_recipe(config))
+        sent = {input_name: encoded if encoded is not None else pixels.numpy()}
+        try:  # the server's own counters before the first request: its queue and compute times come from the difference
+            metrics_before, metrics_note = scrape(scrape_url), None
+        except ValueError as exc:
+            metrics_before, metrics_note = None, str(exc)
+        result = client.infer(model_name, sent)
     outputs = result.outputs
     first = next(iter(outputs))
     answer = outputs[first]
     if verbose:
-        served = {k: config.get(k) for k in ("backend", "platform", "max_batch_size", "dynamic_batching") if config.get(k) not in (None, "")}
-        served["fna_config"] = _served_fna_config(config) or "none (dense or not recorded)"
-        console.print("served config: " + ", ".join(f"{k} {v}" for k, v in served.items()), highlight=False)
+        shown = {k: config.get(k) for k in ("backend", "platform", "max_batch_size", "dynamic_batching") if config.get(k) not in (None, "")}
+        shown["fna_config"] = _served_fna_config(served) or "none (dense or not recorded)"
+        console.print("served config: " + ", ".join(f"{k} {v}" for k, v in shown.items()), highlight=False)
     console.print(f"{model_name} at {client.url}: {first} {list(answer.shape)} {answer.dtype}, {result.seconds * 1000:.1f} ms", highlight=False)
     record: dict[str, Any] = {
         "url": client.url, "model": model_name, "input": input_name, "input_shape": list(pixels.shape),
         "outputs": {k: list(v.shape) for k, v in outputs.items()}, "seconds": result.seconds,
     }
+    if encoded is not None:
+        record["images"] = sent_files  # sent as encoded bytes; input_shape is the pixels the server made of them
     if top_k and answer.ndim == 2 and np.issubdtype(answer.dtype, np.floating):
         scores = torch.from_numpy(answer[0].astype(np.float32)).softmax(-1)
         values, indices = scores.topk(min(top_k, scores.numel()))
@@ -193,7 +249,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         if isinstance(reference, (tuple, list)):
             reference = reference[0]
         reference = reference.detach().float().numpy()
-        params = config.get("parameters", {}) or {}
+        params = served.get("parameters", {}) or {}
         fp16 = answer.dtype == np.float16 or params.get("fna_fp16", {}).get("string_value") == "true"
         if reference.shape != answer.shape:
             raise CliError(f"PyTorch gives {list(reference.shape)} but the server gave {list(answer.shape)}; is --compare the served model?",
@@ -201,7 +257,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         parity = compare(reference, answer, batch=shape[0], output=first, fp16=fp16, allow_degenerate=allow_degenerate)
         record["compare"] = {"model": compare_model, "fna_config": fna_config.to_dict() if fna_config else None, **parity.to_dict()}
         verdict = "[green]ok[/green]" if parity.passed else "[red]FAILED[/red]"
-        source = "dense" if dense else ("from the flags" if explicit_fna or not _served_fna_config(config) else "served config")
+        source = "dense" if dense else ("from the flags" if explicit_fna or not _served_fna_config(served) else "served config")
         console.print(f"vs PyTorch {compare_model} (FNA {source}): {verdict} max abs {parity.max_abs:.2e}, "
                       f"cosine {parity.cosine:.6f} ({parity.criterion})")
         failed = not parity.passed
@@ -209,13 +265,15 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
             record["failure"] = parity.describe()
     load = None
     if (concurrency or duration or max_requests) and not failed:
-        load = _load_mode(url, model_name, {input_name: pixels.numpy()}, reference if reference_model is not None else answer,
-                          output=first, fp16=answer.dtype == np.float16 or (config.get("parameters", {}) or {}).get("fna_fp16", {}).get("string_value") == "true",
+        load = _load_mode(url, model_name, sent, reference if reference_model is not None else answer,
+                          output=first, fp16=answer.dtype == np.float16 or (served.get("parameters", {}) or {}).get("fna_fp16", {}).get("string_value") == "true",
                           allow_degenerate=allow_degenerate or reference_model is None,
                           reference_label=f"PyTorch {compare_model}" if reference_model is not None else "the first answer",
                           concurrency=concurrency or 1, duration=duration or 10.0, max_requests=max_requests)
         record["load"] = load.to_dict()
         console.print(load.summary(), highlight=False)
+    record["server"] = _server_side(console, scrape_url, metrics_before, metrics_note, model_name,
+                                    1 + (load.requests if load is not None else 0), quiet)
     if json_path:
         from ..utils import write_text_atomic
 
@@ -228,6 +286,27 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     if load is not None and load.mismatches:
         raise CliError(f"{load.mismatches} of {load.requests} answers under load differ from {load.reference}: {load.first_mismatch}",
                        exit_code=EXIT_FAILED)
+
+
+def _server_side(console: Any, scrape_url: str, before: Optional[dict], note: Optional[str], model_name: str, requests: int,
+                 quiet: bool) -> dict:
+    """The server's queue and compute times per model over this run (metrics endpoint), printed and for the report."""
+    from ..triton.metrics import scrape_after, server_times
+
+    if before is not None:
+        try:
+            models = server_times(before, scrape_after(scrape_url, before, model_name, requests))
+        except ValueError as exc:
+            before, note = None, str(exc)
+    if before is None:
+        if not quiet:
+            console.print(f"server times: unavailable ({note}; give --metrics-url)", highlight=False)
+        return {"metrics_url": scrape_url, "unavailable": note}
+    if not quiet:
+        for times in models:
+            console.print(f"server: {times.line()}", highlight=False)
+    return {"metrics_url": scrape_url, "models": [t.to_dict() for t in models],
+            "note": "averages per request between two scrapes of the metrics endpoint; other clients' requests count too"}
 
 
 def _load_mode(url: str, model_name: str, inputs: dict, reference: Any, *, output: str, fp16: bool, allow_degenerate: bool,

@@ -45,13 +45,14 @@ def _default_backend(artifact: Path) -> str:
 @click.option("--preferred-batch", metavar="4,8", help="Preferred batch sizes for the dynamic batcher.")
 @click.option("--queue-delay-us", type=int, default=0, show_default=True, help="Max queue delay of the dynamic batcher, microseconds.")
 @click.option("--cpu", is_flag=True, help="Run the instances on CPU (KIND_CPU; the python backend's default).")
+@click.option("--image-ensemble", "images", is_flag=True, help="Also take encoded images: a python-backend preprocessing model NAME_preprocess (the resize, crop and normalisation recorded at export) and an ensemble NAME_images (JPEG/PNG/WebP bytes in, the model's outputs out).")
 @click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
 @quiet_option("Print only the model folder.")
 @verbose_option("Also print the config.pbtxt written.")
 @user_errors
 def triton(artifact: str, repository: str, name: Optional[str], model_version: int, backend: Optional[str],
            max_batch_size: Optional[int], instances: int, plugin: Optional[str], dynamic_batching: Optional[bool],
-           preferred_batch: Optional[str], queue_delay_us: int, cpu: bool, force: bool, quiet: bool, verbose: bool) -> None:
+           preferred_batch: Optional[str], queue_delay_us: int, cpu: bool, images: bool, force: bool, quiet: bool, verbose: bool) -> None:
     """Write a Triton Inference Server model repository for ARTIFACT.
 
     ARTIFACT is an engine (.plan, from fna-deploy build; tensors and batch profile read from its
@@ -63,6 +64,7 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
     Examples:
       fna-deploy triton vit_fna.onnx -o repo --backend python
       fna-deploy triton vit_fna.plan -o repo --plugin libfna_plugins.so --preferred-batch 4,8
+      fna-deploy triton vit_fna.onnx -o repo --backend python --image-ensemble
     """
     from rich.console import Console
     from rich.table import Table
@@ -83,8 +85,29 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
         plugin=plugin,
         gpu=False if cpu else None,
     )
+    images_report = None
     try:
+        if images:  # everything the image models need is checked before the first folder is written
+            from ..triton.ensemble import artifact_recipe, check_targets
+
+            if not path.is_file():
+                raise FileNotFoundError(2, "artifact not found", str(path))
+            recipe = artifact_recipe(path)
+            if Path(repository).is_dir():
+                check_targets(repository, options.name, force=force)
+        model_existed = (Path(repository) / options.name).exists()
         report = write_repository(path, repository, options, force=force)
+        if images:
+            from ..triton.ensemble import write_image_models
+
+            try:
+                images_report = write_image_models(repository, options.name, recipe, force=force)
+            except BaseException:
+                if not model_existed:  # all or nothing: the model written for this call goes too
+                    import shutil
+
+                    shutil.rmtree(report.model_dir, ignore_errors=True)
+                raise
     except FileExistsError as exc:
         raise CliError(f"{exc.filename} already exists; pass --force to replace it") from None
     except NotADirectoryError as exc:
@@ -104,6 +127,13 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
             table.add_row(label, f"{t['name']} {t['dtype']} {t['shape']}")
     if report.plugin:
         table.add_row("plugin", report.plugin)
+    if images_report is not None:
+        recipe = images_report.recipe
+        resize = recipe["resize"]
+        steps = [f"resize {resize['mode']} {resize['size']} ({recipe['interpolation']})", f"crop {recipe['crop']}" if recipe["crop"] else "",
+                 f"mean {recipe['mean']} std {recipe['std']} (from {recipe['source']})"]
+        table.add_row("images in", f"{images_report.ensemble}: {images_report.input} (JPEG/PNG/WebP bytes) -> {images_report.preprocess} -> {report.name}")
+        table.add_row("preprocessing", ", ".join(s for s in steps if s))
     table.add_row("files", "\n".join(report.files))
     console.print(table)
     if verbose:
@@ -116,5 +146,8 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
     else:
         console.print("serve it (Triton container or a tritonserver with the tensorrt/onnxruntime backends):")
         console.print(f"  {report.server_command}", soft_wrap=True)
+    if images_report is not None:
+        console.print("send it an image (after the server is up):")
+        console.print(f"  fna-deploy infer 127.0.0.1:8000 {images_report.ensemble} --image photo.png", soft_wrap=True)
     console.print("measure it (concurrency sweep, after the server is up):")
     console.print(f"  {report.perf_analyzer_command}", soft_wrap=True)

@@ -140,6 +140,19 @@ def _torch_export(module: nn.Module, example: torch.Tensor, dynamic_batch: bool,
     return program.model_proto
 
 
+def _preprocess_recipe(model: Optional[nn.Module], shape: tuple[int, ...]) -> str:
+    """The image preprocessing recipe (JSON) at the export's resolution: what ``triton --image-ensemble``
+    serves; empty for a finished graph (.pt2: no data config to read) or a model that takes no images."""
+    from ..images import data_config
+
+    if model is None or len(shape) != 4 or shape[1] not in (1, 3):
+        return ""
+    try:
+        return json.dumps(data_config(model, (shape[2], shape[3]), channels=shape[1]))
+    except (ValueError, ImportError):
+        return ""
+
+
 def export_onnx(
     model: nn.Module,
     config: Optional[FNAConfig],
@@ -255,6 +268,7 @@ def export_onnx(
                 "fp16": str(bool(fp16)).lower(),
                 "input_shape": json.dumps(list(shape)),
                 "fna_functions": ("inlined" if inline else "local") if target == "portable" else "",
+                "preprocess": _preprocess_recipe(None if exported_graph else model, shape),
             },
         )
         proto.producer_name = "fna-deploy"

@@ -79,7 +79,7 @@ class TritonHttpClient:
         for spec in config.get("input", []):
             if spec["name"] not in inputs:
                 raise ValueError(f"model {name!r} needs input {spec['name']!r}; got {', '.join(inputs) or 'none'}")
-            dtype = spec["data_type"].replace("TYPE_", "")
+            dtype = spec["data_type"].replace("TYPE_", "").replace("STRING", "BYTES")  # config STRING is BYTES on the wire
             array = np.ascontiguousarray(inputs[spec["name"]])
             from tritonclient.utils import triton_to_np_dtype
 

@@ -150,7 +150,7 @@ def _artifact_tensors(artifact: Path, backend: str) -> tuple[list[TensorSpec], l
         )
     # the export's metadata as config parameters, all prefixed fna_ so no backend mistakes them for its own
     params = {k if k.startswith("fna_") else f"fna_{k}": info.metadata[k]
-              for k in ("fna_config", "fna_target", "model_spec", "input_shape", "fp16") if info.metadata.get(k)}
+              for k in ("fna_config", "fna_target", "model_spec", "input_shape", "fp16", "preprocess") if info.metadata.get(k)}
     return info.inputs, info.outputs, None, params, info.external_data, None
 
 

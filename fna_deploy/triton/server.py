@@ -171,7 +171,7 @@ def check_backends(repository: "str | os.PathLike[str]", binary: ServerBinary) -
     if not available:
         return  # a server whose backends folder we cannot see: let it say so itself
     for name, backend in model_backends(repository).items():
-        if backend not in available:
+        if backend not in available and backend != "ensemble":  # ensembles are Triton's own, no backend
             bundled = " (the tritonserver bundled in nvidia-pytriton has only the python backend)" if binary.bundled else ""
             raise ValueError(
                 f"model {name!r} needs the {backend} backend, but {binary.path} has only: {', '.join(available)}{bundled}; "

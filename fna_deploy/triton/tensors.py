@@ -23,6 +23,7 @@ _DTYPES = {
     "int32": "TYPE_INT32",
     "int64": "TYPE_INT64",
     "bool": "TYPE_BOOL",
+    "bytes": "TYPE_STRING",  # encoded images in (ensemble, preprocessing model)
 }
 
 
