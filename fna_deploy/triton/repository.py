@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .._version import __version__
-from ..utils import current_umask
+from ..utils import clean_stale_staging, current_umask, folder_lock, staging_dir
 from .common import BACKENDS, LOOPBACK
 from .config import RepositoryOptions, build_config, check_config, parse_config, render_config, validate_name, validate_version
 from .tensors import EngineIO, TensorSpec, load_sidecar, onnx_info, sidecar_path
@@ -186,10 +186,57 @@ def perf_analyzer_command(name: str, *, url: str = f"{LOOPBACK}:8000", max_concu
 MARKER = ".fna-deploy-model"  # in every model folder fna-deploy writes; --force replaces only those
 
 
-def is_fna_model_folder(folder: "str | os.PathLike[str]") -> bool:
-    """Whether ``folder`` is a model folder fna-deploy wrote (it holds the marker file)."""
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def marker_problem(folder: "str | os.PathLike[str]") -> Optional[str]:
+    """Why ``folder`` is not a model folder fna-deploy wrote, or None when it is. The marker must
+    prove more than its existence: a JSON record by fna-deploy naming this folder and holding the
+    SHA-256 of the folder's config.pbtxt (an empty or copied marker proves nothing)."""
     folder = Path(folder)
-    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+    marker = folder / MARKER
+    if folder.is_symlink() or not folder.is_dir():
+        return "not a folder"
+    if marker.is_symlink() or not marker.is_file():
+        return f"no {MARKER} in it"
+    try:
+        record = json.loads(marker.read_text())
+    except (ValueError, OSError):
+        return f"its {MARKER} is not fna-deploy's JSON record"
+    if not isinstance(record, dict) or record.get("written_by") != "fna-deploy":
+        return f"its {MARKER} is not fna-deploy's JSON record"
+    if "config_sha256" not in record or "name" not in record:
+        return f"its {MARKER} predates the checked marker (no name and config digest)"
+    if record.get("name") != folder.name:
+        return f"its {MARKER} was written for a model named {record.get('name')!r}"
+    config = folder / "config.pbtxt"
+    if config.is_symlink() or not config.is_file() or _digest(config) != record.get("config_sha256"):
+        return f"its config.pbtxt is not the one its {MARKER} records"
+    return None
+
+
+def is_fna_model_folder(folder: "str | os.PathLike[str]") -> bool:
+    """Whether ``folder`` is a model folder fna-deploy wrote (its marker checks out: :func:`marker_problem`)."""
+    return marker_problem(folder) is None
+
+
+def _check_target(target: Path, force: bool) -> None:
+    """The rules for an existing model folder: refused without ``force``; with it, replaced only
+    when fna-deploy wrote it."""
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not force:
+        raise FileExistsError(17, "model already in the repository (use --force to replace it)", str(target))
+    problem = marker_problem(target)
+    if problem is not None:
+        raise ValueError(
+            f"{str(target)!r} was not written by fna-deploy ({problem}), so --force does not replace it; if it is yours, or "
+            f"an older fna-deploy wrote it, adopt it by moving it away (mv {_quote(str(target))} ELSEWHERE) and rerun, "
+            "or choose another --name"
+        )
 
 
 def write_repository(
@@ -227,14 +274,7 @@ def write_repository(
     if not repository.parent.exists() and not repository.exists():
         raise FileNotFoundError(2, "the repository's parent folder does not exist", str(repository.parent))
     target = repository / options.name
-    if target.exists() or target.is_symlink():
-        if not force:
-            raise FileExistsError(17, "model already in the repository (use --force to replace it)", str(target))
-        if not is_fna_model_folder(target):
-            raise ValueError(
-                f"{str(target)!r} was not written by fna-deploy (no {MARKER} in it), so --force does not replace it; "
-                "move it away yourself or choose another --name"
-            )
+    _check_target(target, force)  # early, before any work; again under the lock at the swap
 
     inputs, outputs, profile, params, external, sidecar = _artifact_tensors(artifact, options.backend)
     plugin = options.plugin or (sidecar.plugin if sidecar is not None and sidecar.plugin else None)
@@ -269,7 +309,7 @@ def write_repository(
 
     created_repository = not repository.exists()
     repository.mkdir(parents=False, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{options.name}.staging.", dir=repository))
+    staging = staging_dir(repository, options.name)
     written = False
     try:
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; the server may run as another user
@@ -292,18 +332,23 @@ def write_repository(
             (staging / "plugins").mkdir()
             shutil.copy2(plugin, staging / "plugins" / Path(plugin).name)
         (staging / "config.pbtxt").write_text(text)
-        (staging / MARKER).write_text(json.dumps({"written_by": "fna-deploy", "version": __version__, "artifact": artifact.name}) + "\n")
-        # swap into place: the old folder (force) is moved aside first and removed after the rename
+        (staging / MARKER).write_text(json.dumps({"written_by": "fna-deploy", "version": __version__, "artifact": artifact.name,
+                                                  "name": options.name, "config_sha256": _digest(staging / "config.pbtxt")}) + "\n")
+        # swap into place under the repository's writer lock: the name check and the rename are one
+        # step for every process, so of concurrent writers of one name exactly one wins
         old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{options.name}.old.", dir=repository))
-            os.replace(target, old / options.name)
-        try:
-            os.replace(staging, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old / options.name, target)
-            raise
+        with folder_lock(repository):
+            clean_stale_staging(repository, options.name)
+            _check_target(target, force)
+            if target.exists():  # force: the old folder is moved aside first and removed after the rename
+                old = Path(tempfile.mkdtemp(prefix=f".{options.name}.old.{os.getpid()}.", dir=repository))
+                os.replace(target, old / options.name)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                if old is not None:
+                    os.replace(old / options.name, target)
+                raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         written = True
