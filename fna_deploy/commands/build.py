@@ -70,7 +70,7 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
         )
     from .common import read_onnx_metadata
 
-    read_onnx_metadata(onnx_path, "MODEL.onnx")
+    read_onnx_metadata(onnx_path, "MODEL.onnx", attributes=not check)  # --check reports attribute problems itself
     if plugin is not None:
         from ..native import check_plugin_library
 

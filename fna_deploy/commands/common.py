@@ -39,23 +39,16 @@ def check_input_file(path: "str | None", flag: str, hint: str) -> Optional[Path]
     return file
 
 
-def read_onnx_metadata(path: "str | None", flag: str = "--onnx") -> Optional[dict]:
-    """The metadata of an ONNX file given as input (checked up front: exists, parses as ONNX)."""
+def read_onnx_metadata(path: "str | None", flag: str = "--onnx", *, attributes: bool = True) -> Optional[dict]:
+    """The metadata of an ONNX file given as input, after the one validation pass of
+    :func:`fna_deploy.export.validate.validate_onnx` (opsets, dims, fna attributes, external data)."""
     hint = "give a .onnx written by 'fna-deploy export'"
     file = check_input_file(path, flag, hint)
     if file is None:
         return None
-    import onnx
+    from ..export.validate import validate_onnx
 
-    from ..export.graph import read_metadata
-
-    try:
-        model = onnx.load(str(file), load_external_data=False)
-    except Exception as exc:
-        raise CliError(f"{flag} {path!r} is not an ONNX model ({type(exc).__name__}); {hint}") from None
-    if not model.graph.node:
-        raise CliError(f"{flag} {path!r} holds no ONNX graph; {hint}")
-    return read_metadata(model)
+    return validate_onnx(file, flag, attributes=attributes).metadata
 
 
 def check_output_dir(path: "str | None", flag: str) -> None:

@@ -328,6 +328,8 @@ def write_repository(
                 shutil.copy2(source, version_dir / name)
             if options.backend == "python":
                 (version_dir / "model.py").write_text(PYTHON_MODEL)
+        for copied in version_dir.iterdir():  # the server may run as another user: 0644, whatever the source had
+            os.chmod(copied, 0o666 & ~current_umask())
         if plugin:
             (staging / "plugins").mkdir()
             shutil.copy2(plugin, staging / "plugins" / Path(plugin).name)
