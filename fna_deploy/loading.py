@@ -128,6 +128,7 @@ def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -
             f"resolution {img_size} px is smaller than one {patch_px} px patch of {name}; use at least {patch_px} "
             f"(a multiple of {patch_px}, e.g. {patch_px * 14})"
         )
+    _check_patch_multiple(img_size, patch_px, name)
     if checkpoint is not None:
         state_dict = load_state_dict_file(checkpoint)
         # timm's own filter remaps original-repo key names and resizes position embeddings
@@ -142,6 +143,16 @@ def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -
                 ) from None
         _load_into(model, state_dict, checkpoint)
     return model
+
+
+def _check_patch_multiple(img_size: Optional[int], patch_px: Any, name: str) -> None:
+    """A resolution that is not a multiple of the patch size would silently drop the border pixels."""
+    if img_size is not None and isinstance(patch_px, int) and patch_px > 0 and img_size % patch_px:
+        lower, upper = img_size // patch_px * patch_px, (img_size // patch_px + 1) * patch_px
+        raise ModelLoadError(
+            f"resolution {img_size} px is not a multiple of the {patch_px} px patches of {name}: the last "
+            f"{img_size - lower} px rows and columns would be dropped; use {lower or upper} or {upper}"
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -268,6 +279,8 @@ def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]
     archs = [a for a in (getattr(config, "architectures", None) or []) if a in _HF_ARCHITECTURES]
     cls = getattr(transformers, archs[0] if archs else _HF_DEFAULT_CLASS[model_type])
     _check_hf_sizes(config, path)
+    patch_px = getattr(getattr(config, "vision_config", None) or config, "patch_size", None)
+    _check_patch_multiple(img_size, max(patch_px) if isinstance(patch_px, (list, tuple)) else patch_px, directory)
     weights = _hf_weights(path)
     try:
         with _quiet_transformers():

@@ -9,7 +9,7 @@ import click
 
 from ..cli import CliError, user_errors
 from .common import check_output_dir, load_cli_model, model_label
-from .options import deprecated, quiet_option, report_option, verbose_option
+from .options import MAX_BATCH, MAX_COUNT, MAX_THREADS, count, deprecated, quiet_option, report_option, verbose_option
 from .progress import progress
 
 
@@ -52,10 +52,10 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--fna-ops", type=click.Choice(["auto", "reference", "both"]), default="auto", show_default=True,
               help="What runs the fna ops on cuda: auto (our kernels when libfna.so is built, else the PyTorch reference), "
                    "reference, or both (each timed).")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch and ONNX Runtime (default: all).")
+@click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True)
+@click.option("--warmup", type=count(0, MAX_COUNT), default=1, show_default=True)
+@click.option("--iters", type=count(1, MAX_COUNT), default=5, show_default=True)
+@click.option("--threads", type=count(1, MAX_THREADS), default=None, help="CPU threads for torch and ONNX Runtime (default: all).")
 @report_option("Write the measurements as JSON to FILE.")
 @click.option("--plot", "plot_path", type=click.Path(file_okay=False), metavar="DIR", help="Write a PNG of latency against tokens (log-log) into DIR, as latency.png.")
 @quiet_option()

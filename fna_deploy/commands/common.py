@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 import click
 
 from ..cli import CliError
+from .options import MAX_LANDMARKS, MAX_PINV_ITERS, MAX_RESOLUTION, count
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -71,7 +72,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights (.safetensors or state-dict .pt/.pth) for a timm:NAME or hf:DIR MODEL."),
         click.option("--arch", metavar="timm:NAME", help="Architecture of a bare weights file given as MODEL."),
         click.option("--allow-pickle", is_flag=True, help="Allow loading a whole pickled module (.pt). Unpickling runs code from the file: only for files you trust."),
-        click.option("--resolution", type=click.IntRange(min=1), help="Input resolution in pixels (square); default: the model's own."),
+        click.option("--resolution", type=count(1, MAX_RESOLUTION), help="Input resolution in pixels (square); default: the model's own."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -84,7 +85,7 @@ def fna_options(func: Callable[..., Any], *, served: bool = False) -> Callable[.
     show = not served
     note = " Default: the served config's." if served else ""
     decorators = [
-        click.option("--landmarks", "num_landmarks", type=click.IntRange(min=1), default=64, show_default=show, help="Number of landmark tokens m." + note),
+        click.option("--landmarks", "num_landmarks", type=count(1, MAX_LANDMARKS), default=64, show_default=show, help="Number of landmark tokens m." + note),
         click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA: all, a-b, a-b,c" + ("." + note if served else " (default: the second half).")),
         click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=show, help="Landmark selection." + note),
         click.option("--features", type=click.Choice(["q", "k", "v", "input"]), default="q", show_default=show,
@@ -92,8 +93,8 @@ def fna_options(func: Callable[..., Any], *, served: bool = False) -> Callable[.
         click.option("--resample/--no-resample", "resample_every_layer", default=False, show_default=show, help="Select landmarks anew in every FNA layer." + note),
         click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Guarantee tokens whose norm is >= X x median (0 = off)." + note),
         click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Exclude tokens whose norm is >= X x median (0 = off)." + note),
-        click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=show, help="Newton-Schulz iterations for the pseudo-inverse." + note),
-        click.option("--num-prefix", type=click.IntRange(min=0), default=None, help="Prefix tokens always kept" + ("." + note if served else " (default: detected: CLS + registers).")),
+        click.option("--pinv-iters", type=count(0, MAX_PINV_ITERS), default=6, show_default=show, help="Newton-Schulz iterations for the pseudo-inverse." + note),
+        click.option("--num-prefix", type=count(0, MAX_LANDMARKS), default=None, help="Prefix tokens always kept" + ("." + note if served else " (default: detected: CLS + registers).")),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)

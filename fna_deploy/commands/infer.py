@@ -12,7 +12,7 @@ import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
 from .common import FiniteFloatRange, FNA_OPTION_NAMES, config_from_options, load_cli_model, served_fna_options
-from .options import deprecated, quiet_option, renamed, verbose_option
+from .options import MAX_BATCH, MAX_COUNT, MAX_REQUESTS, MAX_RESOLUTION, MAX_SEED, count, deprecated, quiet_option, renamed, verbose_option
 
 
 def _input_shape(config: dict, batch: int, resolution: Optional[int]) -> tuple[str, list[int]]:
@@ -71,23 +71,23 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.argument("url")
 @click.argument("model_name")
 @click.option("--image", type=click.Path(), help="An image file, or a folder of images (up to --batch of them).")
-@click.option("--random", "random_count", type=click.IntRange(min=0), is_flag=False, flag_value=0, default=None, metavar="N",
+@click.option("--random", "random_count", type=count(0, MAX_COUNT), is_flag=False, flag_value=0, default=None, metavar="N",
               help="N random images, normalised like images (random inputs are the default; N sets the batch).")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the request (random inputs).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True, help="Batch size of the request (random inputs).")
+@click.option("--seed", type=count(0, MAX_SEED), default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--compare", "compare_model", metavar="MODEL", help="Check the answer against this PyTorch model (timm:NAME, hf:DIR, .pt2, .pt), patched with the served FNA config.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for --compare timm:NAME / hf:DIR.")
 @click.option("--arch", metavar="timm:NAME", help="Architecture when --compare is a bare weights file.")
 @click.option("--allow-pickle", is_flag=True, help="Allow a pickled .pt module for --compare (runs code from the file).")
-@click.option("--resolution", type=click.IntRange(min=1), help="Input resolution (default: the served model's input size).")
+@click.option("--resolution", type=count(1, MAX_RESOLUTION), help="Input resolution (default: the served model's input size).")
 @served_fna_options
 @click.option("--dense", is_flag=True, help="Compare against the unpatched model (for a dense export).")
 @click.option("--allow-degenerate", is_flag=True, help="Judge outputs without signal (all equal, e.g. all zero) instead of failing.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=None, metavar="N",
               help="Load mode: N concurrent clients send the same input for --duration seconds; every answer is checked.")
 @click.option("--duration", type=FiniteFloatRange(min=0.1, max=86400), default=None, metavar="S", help="Load mode: seconds to run (default 10).")
-@click.option("--requests", "max_requests", type=click.IntRange(min=1), default=None, metavar="N", help="Load mode: stop after N requests.")
-@click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Classes to print for the first image.")
+@click.option("--requests", "max_requests", type=count(1, MAX_REQUESTS), default=None, metavar="N", help="Load mode: stop after N requests.")
+@click.option("--top-k", type=count(0, 1000), default=5, show_default=True, help="Classes to print for the first image.")
 @click.option("--report", "json_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the result (and comparison) as JSON to FILE.")
 @renamed("--json", "--report FILE", "json_path", type=click.Path(dir_okay=False))
 @quiet_option("Print only the answer line and the comparison verdict.")

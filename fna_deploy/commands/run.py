@@ -10,7 +10,7 @@ import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
 from .common import check_output_dir, config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
-from .options import quiet_option, verbose_option
+from .options import MAX_COUNT, count, quiet_option, verbose_option
 
 
 def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
@@ -53,7 +53,7 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
 @click.option("--fp16", is_flag=True, help="fp16 exports and engine.")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library for the engine (default: the built one).")
 @click.option("--no-bench", is_flag=True, help="Skip the short benchmark.")
-@click.option("--bench-iters", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--bench-iters", type=count(1, MAX_COUNT), default=3, show_default=True)
 @click.option("--triton-backend", type=click.Choice(["tensorrt", "onnxruntime", "python"]), default=None,
               help="Backend of the Triton repository (default: tensorrt with an engine, else python).")
 @click.option("--force", is_flag=True, help="Overwrite an existing Triton repository in OUTDIR.")

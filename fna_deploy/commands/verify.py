@@ -13,7 +13,7 @@ from ..export.graph import check_writable
 from ..native import check_plugin_library
 from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
                      read_onnx_metadata, steps)
-from .options import quiet_option, random_option, report_option, verbose_option
+from .options import MAX_BATCH, count, quiet_option, random_option, report_option, verbose_option
 
 
 def print_report(report: Any, console: Any, verbose: bool = False) -> None:
@@ -47,7 +47,7 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library for --engine.")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder of images, preprocessed as the model expects.")
 @random_option("N random inputs (default 2 when no --images).", dest="random_n")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per inference.")
+@click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True, help="Images per inference.")
 @click.option("--atol", type=FiniteFloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--rtol", type=FiniteFloatRange(min=0), default=1e-3, show_default=True)
 @click.option("--allow-degenerate", is_flag=True, help="Judge outputs that carry no signal (all equal, e.g. all zero) instead of failing.")

@@ -48,8 +48,8 @@ def validate_name(name: str) -> str:
 
 
 def validate_version(version: Any) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"model version must be an int >= 1, got {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= 2**63 - 1:
+        raise ValueError(f"model version must be an int from 1 to 2^63-1 (Triton's int64), got {version!r}")
     return version
 
 
