@@ -84,7 +84,7 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.option("--dense", is_flag=True, help="Compare against the unpatched model (for a dense export).")
 @click.option("--allow-degenerate", is_flag=True, help="Judge outputs without signal (all equal, e.g. all zero) instead of failing.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=None, metavar="N",
-              help="Load mode: N concurrent clients send the same input for --duration seconds; every answer is checked.")
+              help="Load mode: N concurrent clients send distinct inputs for --duration seconds; every answer is checked against its own input's reference.")
 @click.option("--duration", type=FiniteFloatRange(min=0.1, max=86400), default=None, metavar="S", help="Load mode: seconds to run (default 10).")
 @click.option("--requests", "max_requests", type=count(1, MAX_REQUESTS), default=None, metavar="N", help="Load mode: stop after N requests.")
 @click.option("--top-k", type=count(0, 1000), default=5, show_default=True, help="Classes to print for the first image.")
@@ -107,8 +107,10 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     export (config.pbtxt parameter fna_config); FNA flags given here override it.
 
     Load mode (--concurrency N, --duration S, --requests N): after the first request, N clients
-    send the same input until S seconds pass or N requests were sent; every answer is checked
-    against the --compare model's output (else against the first answer), and requests, errors,
+    send 8 distinct inputs (the input, then rolled and flipped copies) in turn until S seconds
+    pass or N requests were sent; every answer is checked against its own input's --compare
+    output (else against the server's answer to that input, asked alone first), so an answer
+    delivered to the wrong request counts as a mismatch; requests, errors,
     mismatches, p50/p90/p99 latency and throughput are printed (and written with --report).
     Errors exit 2, mismatches 1.
 
@@ -209,13 +211,14 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
             record["failure"] = parity.describe()
     load = None
     if (concurrency or duration or max_requests) and not failed:
-        load = _load_mode(url, model_name, {input_name: pixels.numpy()}, reference if reference_model is not None else answer,
-                          output=first, fp16=answer.dtype == np.float16 or (config.get("parameters", {}) or {}).get("fna_fp16", {}).get("string_value") == "true",
+        load = _load_mode(url, model_name, input_name, pixels, reference_model, output=first, fp16=answer.dtype == np.float16 or (config.get("parameters", {}) or {}).get("fna_fp16", {}).get("string_value") == "true",
                           allow_degenerate=allow_degenerate or reference_model is None,
-                          reference_label=f"PyTorch {compare_model}" if reference_model is not None else "the first answer",
+                          reference_label=f"PyTorch {compare_model}" if reference_model is not None else "the server's lone answer",
                           concurrency=concurrency or 1, duration=duration or 10.0, max_requests=max_requests)
         record["load"] = load.to_dict()
         console.print(load.summary(), highlight=False)
+        for note in load.notes:
+            console.print(f"note: {note}", highlight=False)
     if json_path:
         from ..utils import write_text_atomic
 
@@ -230,16 +233,41 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
                        exit_code=EXIT_FAILED)
 
 
-def _load_mode(url: str, model_name: str, inputs: dict, reference: Any, *, output: str, fp16: bool, allow_degenerate: bool,
-               reference_label: str, concurrency: int, duration: float, max_requests: Optional[int]):
+LOAD_INPUTS = 8  # distinct inputs the load mode cycles through
+
+
+def _load_mode(url: str, model_name: str, input_name: str, pixels: Any, reference_model: Any, *, output: str, fp16: bool,
+               allow_degenerate: bool, reference_label: str, concurrency: int, duration: float, max_requests: Optional[int]):
+    """Load with distinct inputs, each answer checked against its own input's reference: the
+    --compare model's output, or the server's answer to that input asked alone before the load."""
+    import torch
+
     from ..export.check import compare
-    from ..triton.load import run_load
+    from ..triton import TritonHttpClient
+    from ..triton.load import distinct_inputs, run_load
 
-    def check(answer: Any) -> Optional[str]:
-        if answer.shape != reference.shape:
-            return f"shape {list(answer.shape)}, expected {list(reference.shape)}"
-        parity = compare(reference, answer, batch=answer.shape[0], output=output, fp16=fp16, allow_degenerate=allow_degenerate)
-        return None if parity.passed else parity.describe()
+    arrays = distinct_inputs(pixels.numpy(), LOAD_INPUTS)
+    if reference_model is not None:
+        with torch.inference_mode():
+            outs = [reference_model(torch.from_numpy(a)) for a in arrays]
+        references = [(o[0] if isinstance(o, (tuple, list)) else o).detach().float().numpy() for o in outs]
+    else:
+        with TritonHttpClient(url) as client:
+            references = [client.infer(model_name, {input_name: a}).outputs[output] for a in arrays]
 
-    return run_load(url, model_name, inputs, check, concurrency=concurrency, duration=duration, max_requests=max_requests,
-                    reference=reference_label)
+    def check_against(reference: Any):
+        def check(answer: Any) -> Optional[str]:
+            if answer.shape != reference.shape:
+                return f"shape {list(answer.shape)}, expected {list(reference.shape)}"
+            parity = compare(reference, answer, batch=answer.shape[0], output=output, fp16=fp16, allow_degenerate=allow_degenerate)
+            return None if parity.passed else parity.describe()
+        return check
+
+    report = run_load(url, model_name, [{input_name: a} for a in arrays], [check_against(r) for r in references],
+                      concurrency=concurrency, duration=duration, max_requests=max_requests,
+                      reference=f"{reference_label} of each of {len(arrays)} distinct inputs")
+    alike = sum(check_against(references[0])(r) is None for r in references[1:])
+    if alike:
+        report.notes.append(f"{alike} of the other inputs get the same answer as the first within tolerance: "
+                            "an answer swapped between those requests would not show")
+    return report
