@@ -335,6 +335,16 @@ def _loads_weights_only(data: bytes) -> bool:
     return True
 
 
+def _is_json(data: bytes) -> bool:
+    import json
+
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 def pt2_code_entries(path: "str | os.PathLike[str]") -> list[str]:
     """The entries of a ``.pt2`` archive that would run code when loaded: pickled weights or
     constants, pickled custom/opaque objects, AOTInductor shared libraries, and torch.save blobs
@@ -368,8 +378,11 @@ def pt2_code_entries(path: "str | os.PathLike[str]") -> list[str]:
                     kind = str(meta.get("path_name", ""))
                     if meta.get("use_pickle") or kind.startswith(("custom_obj", "opaque_obj")):
                         found.append(f"{fqn} in {name} (pickled)")
-            elif inner.endswith((".pt", ".pkl")) or "/serialized_" in f"/{inner}":
-                if not inner.endswith(".json") and not _loads_weights_only(archive.read(info)):
+            elif inner.endswith((".pt", ".pkl", ".json")) or "/serialized_" in f"/{inner}":
+                data = archive.read(info)
+                if inner.endswith(".json") and _is_json(data):
+                    continue  # plain JSON (a legacy archive's .json entry may be a pickle in disguise)
+                if not _loads_weights_only(data):
                     found.append(f"{name} (pickled object)")
     return found
 
@@ -383,19 +396,50 @@ def _load_pt2(path: Path, allow_pickle: bool) -> nn.Module:
                 f"{str(path)!r} carries entries that run code when loaded ({entries[0]}{more}); if you trust its "
                 "source pass --allow-pickle (allow_pickle=True), otherwise re-save it with plain tensor weights"
             )
+    causes: list[str] = []
     try:
-        with _no_unpickling(enabled=not allow_pickle):
+        with _no_unpickling(enabled=not allow_pickle), _quiet_torch_export() as causes:
             program = torch.export.load(str(path))
         # exported programs are already in inference form: .eval() is not supported on them
         return program.module()
     except _UnpicklingRefused as exc:
         raise ModelLoadError(f"{str(path)!r}: {exc}") from None
     except Exception as exc:
-        raise ModelLoadError(f"{str(path)!r} is not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
+        detail = causes[0] if causes and "warnings above" in str(exc) else f"{type(exc).__name__}: {_first_line(exc)}"
+        detail = detail.split(". ")[0].rstrip(".")  # the first sentence
+        raise ModelLoadError(f"{str(path)!r} is not a readable torch.export archive ({detail}); re-save it with "
+                             "torch.export.save") from None
 
 
 class _UnpicklingRefused(ModelLoadError):
     pass
+
+
+@contextlib.contextmanager
+def _quiet_torch_export() -> Iterator[list[str]]:
+    """torch.export.load logs a traceback (warning level) before it raises on a damaged or legacy
+    archive, then raises "check the warnings above": the warnings are kept out of the terminal and
+    handed to the caller (first lines), who puts the cause into its one-line error."""
+    import logging
+
+    causes: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            exc = record.exc_info[1] if record.exc_info else None
+            causes.append(f"{type(exc).__name__}: {_first_line(exc)}" if exc is not None else record.getMessage())
+
+    logger = logging.getLogger("torch.export")
+    level, propagate, handlers = logger.level, logger.propagate, logger.handlers[:]
+    logger.handlers = [Keep()]  # torch's own handler (torch._logging) prints the traceback
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        yield causes
+    finally:
+        logger.handlers = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @contextlib.contextmanager
@@ -415,11 +459,26 @@ def _no_unpickling(enabled: bool = True) -> Iterator[None]:
         kwargs["weights_only"] = True
         return original(*args, **kwargs)
 
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _UnpicklingRefused(
+            "the archive holds a pickled object; if you trust its source pass --allow-pickle (allow_pickle=True)"
+        )
+
+    # opaque and custom objects of a .pt2 go through pickle.loads / the TorchScript unpickler, not torch.load
+    import types
+
+    from torch.export.pt2_archive import _package
+
+    original_pickle, original_obj = _package.pickle, torch._C._pickle_load_obj
     torch.load = guarded  # type: ignore[assignment]
+    _package.pickle = types.SimpleNamespace(**{**vars(original_pickle), "loads": refuse, "load": refuse})  # type: ignore[assignment]
+    torch._C._pickle_load_obj = refuse  # type: ignore[attr-defined]
     try:
         yield
     finally:
         torch.load = original  # type: ignore[assignment]
+        _package.pickle = original_pickle  # type: ignore[assignment]
+        torch._C._pickle_load_obj = original_obj  # type: ignore[attr-defined]
 
 
 def load_model(

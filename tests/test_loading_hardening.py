@@ -77,3 +77,75 @@ def test_the_parameter_estimate_is_bounded(tmp_path):
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ModelLoadError, match="parameters, more than"):
         load_model(f"hf:{folder}")
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _zip(path, files):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, data)
+    return path
+
+
+def test_a_legacy_pt2_whose_json_entry_is_a_pickle_is_caught_by_the_pre_scan(tmp_path):
+    import io
+
+    from fna_deploy.loading import pt2_code_entries
+
+    marker = tmp_path / "code_ran"
+    blob = io.BytesIO()
+    torch.save({"w": _Payload(marker)}, blob)
+    path = _zip(tmp_path / "legacy.pt2", {"legacy/version": "1", "legacy/serialized_exported_program.json": "{}",
+                                          "legacy/serialized_state_dict.json": blob.getvalue()})
+    assert pt2_code_entries(path) == ["legacy/serialized_state_dict.json (pickled object)"]
+    with pytest.raises(ModelLoadError, match="carries entries that run code"):
+        load_model(path)
+    assert not marker.exists()
+    clean = _zip(tmp_path / "clean.pt2", {"legacy/version": "1", "legacy/serialized_state_dict.json": "{}"})
+    assert pt2_code_entries(clean) == []  # real JSON: fine
+
+
+def test_opaque_objects_meet_a_second_guard(tmp_path):
+    """Opaque and custom objects are unpickled by pickle.loads / the TorchScript unpickler, not torch.load:
+    the guard behind the pre-scan covers them too, and puts them back afterwards."""
+    import pickle
+
+    from torch.export.pt2_archive import _package
+
+    from fna_deploy.loading import _no_unpickling
+
+    marker = tmp_path / "code_ran"
+    with _no_unpickling():
+        with pytest.raises(ModelLoadError, match="pickled object"):
+            _package.pickle.loads(pickle.dumps(_Payload(marker)))
+        with pytest.raises(ModelLoadError):
+            torch._C._pickle_load_obj(b"")
+        assert _package.pickle.HIGHEST_PROTOCOL == pickle.HIGHEST_PROTOCOL  # the rest of the module is intact
+    assert not marker.exists()
+    assert _package.pickle is pickle and _package.pickle.loads(pickle.dumps([1])) == [1]
+
+
+def test_damaged_pt2_errors_print_no_torch_traceback(tmp_path, capfd):
+    from click.testing import CliRunner
+
+    from fna_deploy.cli import cli
+
+    for name, files in (("legacy.pt2", {"legacy/version": "1", "legacy/serialized_exported_program.json": "{}"}),
+                        ("trav.pt2", {"m/../../evil.txt": "x", "m/version": "1"})):
+        path = _zip(tmp_path / name, files)
+        capfd.readouterr()
+        result = CliRunner().invoke(cli, ["export", str(path), "-q", "-o", str(tmp_path / "o.onnx")])
+        err = capfd.readouterr().err + result.stderr
+        assert result.exit_code == 2
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: {str(path)!r} is not a readable torch.export archive ("), lines
+        assert "warnings above" not in lines[0] and "Traceback" not in err
