@@ -15,7 +15,8 @@ from typing import Any, Optional, Sequence
 from .._version import __version__
 from ..utils import clean_stale_staging, current_umask, folder_lock, staging_dir
 from .common import BACKENDS, LOOPBACK
-from .config import RepositoryOptions, build_config, check_config, parse_config, render_config, validate_name, validate_version
+from .config import (RepositoryOptions, build_config, check_config, parse_config, read_config, render_config, validate_name,
+                     validate_version)
 from .tensors import EngineIO, TensorSpec, load_sidecar, onnx_info, sidecar_path
 
 
@@ -413,7 +414,7 @@ def check_repository(repository: "str | os.PathLike[str]") -> list[str]:
         config_path = model_dir / "config.pbtxt"
         if not config_path.is_file():
             raise ValueError(f"{str(model_dir)!r} has no config.pbtxt; is {str(repository)!r} a model repository?")
-        config = parse_config(config_path.read_text())
+        config = read_config(config_path)
         if config.name and config.name != model_dir.name:
             raise ValueError(f"model folder {model_dir.name!r} holds a config named {config.name!r}; Triton needs them equal")
         names.append(model_dir.name)
