@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import resource
@@ -462,6 +463,8 @@ def run_bench(
     progress: Optional[Callable[[str, int, int], None]] = None,
     workdir: Optional[str] = None,
     log: Optional[Callable[[str], None]] = None,
+    config: Optional[FNAConfig] = None,
+    onnx_artifact: "str | Path | None" = None,
 ) -> BenchReport:
     """Benchmark dense vs FNA for each resolution; ``load(resolution)`` builds the model.
 
@@ -469,6 +472,9 @@ def run_bench(
     ``cuda_graphs`` (default on for CUDA); ``fna_ops``: ``auto`` (our kernels where loaded, else the
     PyTorch reference), ``reference`` (always the reference), ``both`` (time both on CUDA).
     ``log`` receives one line per noteworthy event (a graph falling back to eager).
+    ``config``: the FNA configuration of the FNA variants but for ``num_landmarks`` (an artifact's
+    stored config; default: ``layers`` and the defaults). ``onnx_artifact``: an exported ONNX file
+    timed as the onnxrt FNA variant of its own landmark count instead of a fresh export.
     """
     if workdir is None:  # exports go to a temporary folder of our own, removed on every exit path
         options = dict(locals())
@@ -513,6 +519,14 @@ def run_bench(
     tmp = Path(workdir or tempfile.mkdtemp(prefix="fna-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
     torch_dtype = DTYPES[dtype]
+
+    def fna_config(m: int) -> FNAConfig:
+        return FNAConfig(num_landmarks=m, layers=layers) if config is None else dataclasses.replace(config, num_landmarks=m)
+
+    if onnx_artifact is not None:
+        if len(landmarks) != 1:
+            raise ValueError("an ONNX artifact is timed at its own landmark count only; give exactly one")
+        report.machine["onnx_artifact"] = str(onnx_artifact)
     for res in resolutions:
         model = load(res).to(device=device, dtype=torch_dtype).eval()
         info = model_info(model)
@@ -528,13 +542,13 @@ def run_bench(
             if backend == "torch":
                 variants.append(_Variant("dense", None, None, _call(unpatch(model), x)))
                 for m in usable:
-                    fna_model = patch(copy.deepcopy(model), FNAConfig(num_landmarks=m, layers=layers))
+                    fna_model = patch(copy.deepcopy(model), fna_config(m))
                     for impl in torch_impls:
                         # switching kernels off only where libfna.so registered them for the ops
                         fn = _call(fna_model, x, reference=impl == REFERENCE_OPS and implementation == FNA_KERNELS)
                         variants.append(_Variant(f"fna{m}" + ("-ref" if impl == REFERENCE_OPS and fna_ops == "both" else ""), m, impl, fn))
             else:  # onnxrt
-                variants = _onnxrt_variants(model, x, usable, layers, threads, tmp, res)
+                variants = _onnxrt_variants(model, x, usable, fna_config, threads, tmp, res, onnx_artifact)
             stats, outputs = _measure(variants, report, backend, res, x if backend == "torch" else None, warmup, iters,
                                       device if backend == "torch" else "cpu", graphs and backend == "torch", log)
             by_key = {v.key: v for v in variants}
@@ -546,7 +560,7 @@ def run_bench(
                     fna_ops=v.fna_ops, dtype=dtype if backend == "torch" else "fp32", cuda_graph=st["cuda_graph"],
                     graph_fallback=st["fallback"],
                     baseline_mem_mb=None if st["baseline_mem_mb"] is None else round(st["baseline_mem_mb"], 1)))
-            n_fna = len(FNAConfig(layers=layers).resolve_layers(info.num_blocks))
+            n_fna = len(fna_config(1).resolve_layers(info.num_blocks))
             for v in variants:
                 if v.landmarks is None:
                     continue
@@ -573,7 +587,7 @@ def _call(model: nn.Module, x: torch.Tensor, reference: bool = False) -> Callabl
     return run
 
 
-def _onnxrt_variants(model, x, usable, layers, threads, tmp: Path, res: int) -> list[_Variant]:
+def _onnxrt_variants(model, x, usable, fna_config, threads, tmp: Path, res: int, artifact: "str | Path | None" = None) -> list[_Variant]:
     import onnxruntime as ort
 
     from .export import export_onnx
@@ -590,7 +604,10 @@ def _onnxrt_variants(model, x, usable, layers, threads, tmp: Path, res: int) -> 
     sessions.append(("dense", None, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])))
     for m in usable:
         path = tmp / f"fna{m}_{res}.onnx"
-        export_onnx(model, FNAConfig(num_landmarks=m, layers=layers), path, input_shape=tuple(x.shape), dynamic_batch=False, check=False)
+        if artifact is not None:
+            path = Path(artifact)  # the artifact itself (one landmark count: its own), as it would be served
+        else:
+            export_onnx(model, fna_config(m), path, input_shape=tuple(x.shape), dynamic_batch=False, check=False)
         sessions.append((f"fna{m}", m, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])))
     return [_Variant(key, m, None if m is None else ONNX_FUNCTIONS, (lambda s: lambda: s.run(None, feed)[0])(session))
             for key, m, session in sessions]

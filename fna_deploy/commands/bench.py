@@ -33,6 +33,55 @@ def _ints(text: str, flag: str) -> list[int]:
     return values
 
 
+def _artifact(ctx: click.Context, onnx_path: str, sizes: list[int], ms: list[int], layers: Optional[str], batch: int):
+    """The FNA config, resolution, landmarks and layers an --onnx artifact was exported with (after the
+    shared validation pass); a flag the user typed that contradicts them is refused."""
+    import json
+
+    from ..config import FNAConfig
+    from ..export.validate import validate_onnx
+    from .common import check_input_file
+
+    check_input_file(onnx_path, "--onnx", "give a .onnx written by 'fna-deploy export'")
+    checked = validate_onnx(onnx_path, "--onnx")
+    if not checked.metadata.get("fna_config"):
+        raise CliError(f"--onnx {onnx_path!r} records no FNA config (a dense or foreign export); give an fna export of MODEL")
+    config = FNAConfig.from_json(checked.metadata["fna_config"])
+    inputs = [i for i in checked.model.graph.input if i.name not in {t.name for t in checked.model.graph.initializer}]
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim] if inputs else []
+    if len(inputs) != 1 or inputs[0].name != "images" or len(dims) != 4 or dims[2] != dims[3] or dims[2] < 1:
+        raise CliError(f"--onnx {onnx_path!r} does not take one square image input 'images' [B,C,H,W] as fna-deploy exports do")
+    if dims[0] not in (-1, 0, batch):
+        raise CliError(f"--onnx {onnx_path!r} was exported for batch {dims[0]}; give --batch {dims[0]} or a dynamic-batch export")
+    given = {name for name in ("resolutions", "landmarks", "layers")
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
+    for flag, typed, kept in (("resolutions", sizes, [dims[2]]), ("landmarks", ms, [config.num_landmarks])):
+        if flag in given and typed != kept:
+            raise CliError(f"--{flag} {','.join(map(str, typed))} contradicts --onnx {onnx_path!r}, exported with "
+                           f"{','.join(map(str, kept))}; drop the flag (it is read from the file)")
+    if "layers" in given and layers != config.layers:
+        raise CliError(f"--layers {layers} contradicts --onnx {onnx_path!r}, exported with layers={json.dumps(config.layers)}; "
+                       "drop the flag (it is read from the file)")
+    return config, [dims[2]], [config.num_landmarks], config.layers
+
+
+def _same_model(module, config, onnx_path: str, batch: int) -> None:
+    """The artifact must be MODEL exported (same weights, same FNA config): one input through both."""
+    from ..export.check import check_parity
+    from ..patching import model_info, patch, unpatch
+
+    info = model_info(module)
+    patch(module, config)
+    try:
+        results = check_parity(module, onnx_path, (batch, info.in_chans, *info.img_size), [batch], allow_degenerate=True)
+    finally:
+        unpatch(module)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise CliError(f"--onnx {onnx_path!r} does not compute what MODEL does with its FNA config ({failed[0].describe()}); "
+                       "give the MODEL (and --checkpoint) it was exported from")
+
+
 @click.command()
 @click.argument("model")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for a timm:NAME or hf:DIR MODEL.")
@@ -52,6 +101,9 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--fna-ops", type=click.Choice(["auto", "reference", "both"]), default="auto", show_default=True,
               help="What runs the fna ops on cuda: auto (our kernels when libfna.so is built, else the PyTorch reference), "
                    "reference, or both (each timed).")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), metavar="FILE.onnx",
+              help="An fna export of MODEL to bench: its stored FNA config and resolution are used (flags that contradict "
+                   "them are refused), and ONNX Runtime times the file itself as the FNA variant.")
 @click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True)
 @click.option("--warmup", type=count(0, MAX_COUNT), default=1, show_default=True)
 @click.option("--iters", type=count(1, MAX_COUNT), default=5, show_default=True)
@@ -60,11 +112,12 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--plot", "plot_path", type=click.Path(file_okay=False), metavar="DIR", help="Write a PNG of latency against tokens (log-log) into DIR, as latency.png.")
 @quiet_option()
 @verbose_option("Also print the machine the numbers come from (CPU, threads, library versions).")
+@click.pass_context
 @user_errors
-def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
+def bench(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
           layers: Optional[str], backends: str, device: str, dtype: Optional[str], cuda_graphs: Optional[bool], fna_ops: str,
-          batch: int, warmup: int, iters: int, threads: Optional[int], report_path: Optional[str], plot_path: Optional[str],
-          quiet: bool, verbose: bool) -> None:
+          onnx_path: Optional[str], batch: int, warmup: int, iters: int, threads: Optional[int], report_path: Optional[str],
+          plot_path: Optional[str], quiet: bool, verbose: bool) -> None:
     """Time MODEL dense vs with FNA, per backend and resolution, and compare with the FLOP bound.
 
     Variants are timed interleaved in one run. Beside each speedup: its FLOP bound (the speedup if
@@ -82,6 +135,9 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
 
     sizes = _ints(resolutions, "--resolutions")
     ms = _ints(landmarks, "--landmarks")
+    stored = None
+    if onnx_path is not None:
+        stored, sizes, ms, layers = _artifact(ctx, onnx_path, sizes, ms, layers, batch)
     chosen = [b.strip() for b in backends.split(",") if b.strip()]
     if not chosen:
         raise CliError(f"--backends {backends!r}: name at least one of {', '.join(BACKENDS)}")
@@ -103,6 +159,8 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     def load(res: int):
         return load_cli_model(model, checkpoint, arch, allow_pickle, res)
 
+    if stored is not None:
+        _same_model(load(sizes[0]), stored, onnx_path, batch)
     plot_file = _plot_file(plot_path) if plot_path else None  # a bad --plot fails before the timing
     console = Console()
 
@@ -114,7 +172,7 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
 
         report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
                            device=device, dtype=dtype, cuda_graphs=cuda_graphs, fna_ops=fna_ops, batch=batch, warmup=warmup,
-                           iters=iters, threads=threads, progress=update, log=say)
+                           iters=iters, threads=threads, progress=update, log=say, config=stored, onnx_artifact=onnx_path)
     for backend, reason in report.skipped.items():
         console.print(f"[yellow]skipped {backend}:[/yellow] {escape(reason)}")
     timing = ("CUDA events, " + ("CUDA graphs" if report.cuda_graphs else "eager")) if report.device_type == "cuda" else "host clock"
