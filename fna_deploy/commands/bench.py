@@ -39,17 +39,15 @@ def _artifact(ctx: click.Context, onnx_path: str, sizes: list[int], ms: list[int
     import json
 
     from ..config import FNAConfig
-    from ..export.validate import validate_onnx
-    from .common import check_input_file
+    from ..export.validate import image_input
+    from .common import read_onnx
 
-    check_input_file(onnx_path, "--onnx", "give a .onnx written by 'fna-deploy export'")
-    checked = validate_onnx(onnx_path, "--onnx")
+    checked = read_onnx(onnx_path, "--onnx")
     if not checked.metadata.get("fna_config"):
         raise CliError(f"--onnx {onnx_path!r} records no FNA config (a dense or foreign export); give an fna export of MODEL")
     config = FNAConfig.from_json(checked.metadata["fna_config"])
-    inputs = [i for i in checked.model.graph.input if i.name not in {t.name for t in checked.model.graph.initializer}]
-    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim] if inputs else []
-    if len(inputs) != 1 or inputs[0].name != "images" or len(dims) != 4 or dims[2] != dims[3] or dims[2] < 1:
+    name, dims = image_input(checked)
+    if name != "images" or dims[2] != dims[3] or dims[2] < 1:
         raise CliError(f"--onnx {onnx_path!r} does not take one square image input 'images' [B,C,H,W] as fna-deploy exports do")
     if dims[0] not in (-1, 0, batch):
         raise CliError(f"--onnx {onnx_path!r} was exported for batch {dims[0]}; give --batch {dims[0]} or a dynamic-batch export")

@@ -40,16 +40,23 @@ def check_input_file(path: "str | None", flag: str, hint: str) -> Optional[Path]
     return file
 
 
-def read_onnx_metadata(path: "str | None", flag: str = "--onnx", *, attributes: bool = True) -> Optional[dict]:
-    """The metadata of an ONNX file given as input, after the one validation pass of
-    :func:`fna_deploy.export.validate.validate_onnx` (opsets, dims, fna attributes, external data)."""
+def read_onnx(path: "str | None", flag: str = "--onnx", *, attributes: bool = True):
+    """An ONNX file given as input after the one validation pass of
+    :func:`fna_deploy.export.validate.validate_onnx` (opsets, dims, fna attributes, external data):
+    a ``ValidatedOnnx`` (model without weights, metadata, external data files), or None for no path."""
     hint = "give a .onnx written by 'fna-deploy export'"
     file = check_input_file(path, flag, hint)
     if file is None:
         return None
     from ..export.validate import validate_onnx
 
-    return validate_onnx(file, flag, attributes=attributes).metadata
+    return validate_onnx(file, flag, attributes=attributes)
+
+
+def read_onnx_metadata(path: "str | None", flag: str = "--onnx", *, attributes: bool = True) -> Optional[dict]:
+    """The metadata of an ONNX file given as input (after :func:`read_onnx`'s validation pass)."""
+    checked = read_onnx(path, flag, attributes=attributes)
+    return None if checked is None else checked.metadata
 
 
 def check_output_dir(path: "str | None", flag: str) -> None:

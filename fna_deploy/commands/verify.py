@@ -12,7 +12,7 @@ from ..cli import EXIT_FAILED, CliError, user_errors
 from ..export.graph import check_writable
 from ..native import check_plugin_library
 from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
-                     read_onnx_metadata, steps)
+                     read_onnx, steps)
 from .options import MAX_BATCH, count, quiet_option, random_option, report_option, verbose_option
 
 
@@ -78,7 +78,8 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
     if images and random_n:
         raise CliError("--images and --random both choose the inputs; give one of them")
     stored, source = None, None
-    onnx_meta = read_onnx_metadata(onnx_path)
+    checked = read_onnx(onnx_path)
+    onnx_meta = None if checked is None else checked.metadata
     if onnx_meta is not None and onnx_meta.get("fna_config"):
         stored, source = onnx_meta["fna_config"], onnx_path
     if engine_path is not None:
@@ -109,6 +110,8 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
         if onnx_meta is not None and _stored_resolution(onnx_meta) not in (None, info.img_size[0]):
             raise CliError(f"{onnx_path!r} was exported at {_stored_resolution(onnx_meta)} px but MODEL is built at "
                            f"{info.img_size[0]} px; drop --resolution or give the matching one")
+        if checked is not None:
+            _check_input_dims(checked, onnx_path, [info.in_chans, *info.img_size])
         if images:
             from ..images import load_images
 
@@ -135,6 +138,17 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
                        f"(atol {atol:g}, rtol {rtol:g})", exit_code=EXIT_FAILED)
     if len(report.pairs) == sum(not p.gating for p in report.pairs):
         console.print("[yellow]note:[/yellow] no --onnx or --engine given: only FNA vs dense was measured")
+
+
+def _check_input_dims(checked: Any, onnx_path: str, expected: list[int]) -> None:
+    """The ONNX's declared image input must take what MODEL takes (a hand-edited shape would fail in the runtime)."""
+    from ..export.validate import image_input
+
+    name, dims = image_input(checked)
+    if any(d != -1 and d != e for d, e in zip(dims[1:], expected)):
+        shown = ["B", *("?" if d == -1 else str(d) for d in dims[1:])]
+        raise CliError(f"--onnx {onnx_path!r} declares input {name!r} as [{', '.join(shown)}] but MODEL takes "
+                       f"[B, {', '.join(map(str, expected))}]; give the export of MODEL (or its --resolution)")
 
 
 def _stored_resolution(meta: dict) -> Optional[int]:

@@ -213,6 +213,17 @@ def _check_metadata(metadata: dict[str, str], label: str) -> None:
                               "re-export the model")
 
 
+def image_input(checked: ValidatedOnnx) -> tuple[str, list[int]]:
+    """The name and dims (-1: symbolic) of the model's one graph input that is not an initializer;
+    InvalidOnnx unless it is a 4-d image input [B, C, H, W] as fna-deploy exports it."""
+    weights = {t.name for t in checked.model.graph.initializer}
+    inputs = [i for i in checked.model.graph.input if i.name not in weights]
+    dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inputs[0].type.tensor_type.shape.dim] if inputs else []
+    if len(inputs) != 1 or len(dims) != 4:
+        raise InvalidOnnx(f"{str(checked.path)!r} does not take one image input [B,C,H,W] as fna-deploy exports do")
+    return inputs[0].name, dims
+
+
 def validate_onnx(path: "str | os.PathLike[str]", flag: Optional[str] = None, *, attributes: bool = True) -> ValidatedOnnx:
     """Read and check the ONNX file at ``path`` (see the module doc); ``flag`` names it in messages
     (e.g. ``--onnx``). ``attributes=False`` leaves the fna attributes to the caller (``build --check``

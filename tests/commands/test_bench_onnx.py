@@ -65,3 +65,20 @@ def test_an_artifact_of_other_weights_or_without_fna_is_refused(artifact, tmp_pa
     assert result.exit_code == 2 and "does not compute what MODEL does" in result.stderr, result.output
     result = _bench(folder / "w.safetensors", "--onnx", str(dense))
     assert result.exit_code == 2 and "records no FNA config" in result.stderr
+
+
+@pytest.mark.parametrize("axis, value", [(2, 48), (1, 4)])
+def test_verify_refuses_a_tampered_input_shape(artifact, tmp_path, axis, value):
+    """A hand-edited input shape was a catch-all PolygraphyException; now one sentence naming the file."""
+    import onnx
+
+    folder, weights, onnx_path, _ = artifact
+    model = onnx.load(str(onnx_path))
+    model.graph.input[0].type.tensor_type.shape.dim[axis].dim_value = value
+    tampered = tmp_path / "tampered.onnx"
+    onnx.save(model, tampered)
+    result = CliRunner().invoke(cli, ["verify", str(weights), "--arch", "timm:vit_tiny_patch16_224", "--onnx", str(tampered), "-q"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --onnx {str(tampered)!r} declares input 'images' as [B, ")
+    assert "but MODEL takes [B, 3, 32, 32]" in lines[0] and "unexpected" not in lines[0]
