@@ -53,7 +53,15 @@ def _images(image: Optional[str], shape: list[int], model: Any, seed: int):
     elif path.is_file():
         with tempfile.TemporaryDirectory() as tmp:  # load_images reads folders
             os.symlink(path.resolve(), Path(tmp) / path.name)
-            pixels = load_images(tmp, model, img_size=size)
+            try:
+                pixels = load_images(tmp, model, img_size=size)
+            except ValueError as exc:  # its message names the temporary folder: name the user's file instead
+                detail = (str(exc).replace(str(Path(tmp) / path.name), str(path)).strip().splitlines() or [""])[0]
+                if detail.startswith("no images ("):  # the one file was skipped: not an image suffix
+                    detail = "not an image file " + detail[len("no images "):].split(")")[0] + ")"
+                raise ValueError(f"--image {image!r}: {detail.replace(tmp, str(path.parent))}") from None
+    elif path.exists():
+        raise ValueError(f"--image {image!r} is not a regular file or folder (a device or pipe); give an image file or a folder of images")
     else:
         raise FileNotFoundError(2, "no such image file or folder", str(path))
     if pixels.shape[1] != shape[1]:

@@ -34,3 +34,22 @@ def test_triton_on_an_empty_file_names_it(tmp_path):
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: {str(empty)!r} holds no ONNX graph; give a .onnx written by 'fna-deploy export'"
     assert not (tmp_path / "repo").exists()
+
+
+def test_infer_image_messages_name_the_users_file(tmp_path):
+    import shutil
+
+    from fna_deploy.commands.infer import _images
+
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    fake = tmp_path / "fake.png"
+    shutil.copy(text, fake)
+    cases = [(str(text), f"--image {str(text)!r}: not an image file (.jpg"),
+             ("/dev/zero", "--image '/dev/zero' is not a regular file or folder"),
+             (str(fake), f"--image {str(fake)!r}: cannot read image {str(fake)!r}")]
+    for image, message in cases:
+        with pytest.raises(ValueError) as info:
+            _images(image, [1, 3, 32, 32], None, 0)
+        assert str(info.value).startswith(message), str(info.value)
+        assert "/tmp/tmp" not in str(info.value).replace(str(tmp_path), "")  # no temporary folder named
