@@ -121,3 +121,17 @@ def test_folder_lock_times_out_with_a_sentence(tmp_path):
         os.close(fd)
     with utils.folder_lock(tmp_path, timeout_s=0.2):  # released: free again
         pass
+
+
+def test_copied_model_files_get_0644_whatever_the_source_had(tmp_path):
+    (tmp_path / "a").mkdir()
+    onnx_path = tiny_onnx(tmp_path / "a" / "m.onnx", external=True)
+    for source in (onnx_path, tmp_path / "a" / "m.onnx.data"):
+        os.chmod(source, 0o600)  # as an older export wrote its weights
+    old = os.umask(0o022)
+    try:
+        report = write_repository(onnx_path, tmp_path / "repo", RepositoryOptions(name="m", backend="onnxruntime"))
+    finally:
+        os.umask(old)
+    for name in ("model.onnx", "m.onnx.data"):
+        assert (Path(report.model_dir) / "1" / name).stat().st_mode & 0o777 == 0o644
