@@ -182,72 +182,6 @@ def _hf_weights(path: Path) -> str:
     return "bin"
 
 
-# bounds on the size fields of an hf config.json: a hostile or mistyped value (num_hidden_layers 1e7)
-# would build a model for hours or exhaust memory before anything could refuse it
-HF_SIZE_LIMITS = {
-    "num_hidden_layers": 256,
-    "hidden_size": 32768,
-    "num_attention_heads": 1024,
-    "intermediate_size": 262144,
-    "image_size": 16384,
-    "patch_size": 1024,
-    "num_channels": 64,
-    "num_register_tokens": 1024,
-}
-HF_MAX_PARAMETERS = 50e9  # about 12 x layers x hidden^2; ViT-22B is under half of it
-
-
-def _check_hf_sizes(config: Any, path: Path) -> None:
-    """Refuse size fields outside :data:`HF_SIZE_LIMITS` (the top config and a nested vision_config)."""
-    where = str(path / "config.json")
-    for part in (config, getattr(config, "vision_config", None)):
-        if part is None:
-            continue
-        for key, limit in HF_SIZE_LIMITS.items():
-            value = getattr(part, key, None)
-            if value is None or (key == "image_size" and isinstance(value, (list, tuple))):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit or (value == 0 and key != "num_register_tokens"):
-                raise ModelLoadError(f"{where!r}: {key} is {value!r}; fna-deploy takes an integer from "
-                                     f"{0 if key == 'num_register_tokens' else 1} to {limit}; fix the config")
-        layers, hidden = getattr(part, "num_hidden_layers", None), getattr(part, "hidden_size", None)
-        if isinstance(layers, int) and isinstance(hidden, int) and 12 * layers * hidden * hidden > HF_MAX_PARAMETERS:
-            raise ModelLoadError(f"{where!r}: {layers} layers of width {hidden} make about {12 * layers * hidden * hidden:.2g} "
-                                 f"parameters, more than the {HF_MAX_PARAMETERS:.0g} fna-deploy builds; fix the config")
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """transformers' load report and progress bars off while loading (our refusal says what matters)."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def _refuse_partial_load(info: dict, directory: str, class_name: str) -> None:
-    """Weights that do not cover the model (missing, unexpected or mismatched tensors) would leave
-    freshly initialised layers: refused, as the timm path refuses such checkpoints."""
-    parts = []
-    for key, label in (("missing_keys", "missing"), ("unexpected_keys", "unexpected"), ("mismatched_keys", "of the wrong shape")):
-        names = sorted(str(k if not isinstance(k, tuple) else k[0]) for k in (info.get(key) or ()))
-        if names:
-            parts.append(f"{len(names)} {label} (e.g. {names[0]!r})")
-    if parts:
-        raise ModelLoadError(
-            f"{directory!r}: the weights do not match config.json for {class_name}: {', '.join(parts)} tensors, so "
-            "part of the model would be random; re-save the folder with save_pretrained from the model you mean"
-        )
-
-
 def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]) -> nn.Module:
     path = Path(directory)
     if not directory:
@@ -278,12 +212,14 @@ def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]
         )
     archs = [a for a in (getattr(config, "architectures", None) or []) if a in _HF_ARCHITECTURES]
     cls = getattr(transformers, archs[0] if archs else _HF_DEFAULT_CLASS[model_type])
-    _check_hf_sizes(config, path)
+    from .load_guards import check_hf_sizes, quiet_transformers, refuse_partial_load
+
+    check_hf_sizes(config, path)
     patch_px = getattr(getattr(config, "vision_config", None) or config, "patch_size", None)
     _check_patch_multiple(img_size, max(patch_px) if isinstance(patch_px, (list, tuple)) else patch_px, directory)
     weights = _hf_weights(path)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             model, info = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=weights == "safetensors",
                                               output_loading_info=True)
     except Exception as exc:
@@ -291,7 +227,7 @@ def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]
             f"{directory!r}: the weights do not load into {cls.__name__} ({type(exc).__name__}: {_first_line(exc)}); "
             "re-save the folder with save_pretrained"
         ) from None
-    _refuse_partial_load(info, directory, cls.__name__)
+    refuse_partial_load(info, directory, cls.__name__)
     if checkpoint is not None:
         _load_into(model, load_state_dict_file(checkpoint), checkpoint)
     return HFVisionModel(model, img_size, source_dir=str(path))
@@ -398,7 +334,9 @@ def _load_pt2(path: Path, allow_pickle: bool) -> nn.Module:
             )
     causes: list[str] = []
     try:
-        with _no_unpickling(enabled=not allow_pickle), _quiet_torch_export() as causes:
+        from .load_guards import quiet_torch_export
+
+        with _no_unpickling(enabled=not allow_pickle), quiet_torch_export() as causes:
             program = torch.export.load(str(path))
         # exported programs are already in inference form: .eval() is not supported on them
         return program.module()
@@ -413,33 +351,6 @@ def _load_pt2(path: Path, allow_pickle: bool) -> nn.Module:
 
 class _UnpicklingRefused(ModelLoadError):
     pass
-
-
-@contextlib.contextmanager
-def _quiet_torch_export() -> Iterator[list[str]]:
-    """torch.export.load logs a traceback (warning level) before it raises on a damaged or legacy
-    archive, then raises "check the warnings above": the warnings are kept out of the terminal and
-    handed to the caller (first lines), who puts the cause into its one-line error."""
-    import logging
-
-    causes: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            exc = record.exc_info[1] if record.exc_info else None
-            causes.append(f"{type(exc).__name__}: {_first_line(exc)}" if exc is not None else record.getMessage())
-
-    logger = logging.getLogger("torch.export")
-    level, propagate, handlers = logger.level, logger.propagate, logger.handlers[:]
-    logger.handlers = [Keep()]  # torch's own handler (torch._logging) prints the traceback
-    logger.setLevel(logging.WARNING)
-    logger.propagate = False
-    try:
-        yield causes
-    finally:
-        logger.handlers = handlers
-        logger.setLevel(level)
-        logger.propagate = propagate
 
 
 @contextlib.contextmanager
