@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import io
 import json
 import resource
@@ -465,6 +466,8 @@ def run_bench(
     progress: Optional[Callable[[str, int, int], None]] = None,
     workdir: Optional[str] = None,
     log: Optional[Callable[[str], None]] = None,
+    config: Optional[FNAConfig] = None,
+    onnx_artifact: "str | Path | None" = None,
 ) -> BenchReport:
     """Benchmark dense vs FNA for each resolution; ``load(resolution)`` builds the model.
 
@@ -473,6 +476,9 @@ def run_bench(
     PyTorch reference), ``reference`` (always the reference), ``both`` (time both on CUDA).
     ``openvino_precision`` f32|bf16 for the openvino backend (the precision it reports is recorded).
     ``log`` receives one line per noteworthy event (a graph falling back to eager).
+    ``config``: the FNA configuration of the FNA variants but for ``num_landmarks`` (an artifact's
+    stored config; default: ``layers`` and the defaults). ``onnx_artifact``: an exported ONNX file
+    timed as the onnxrt FNA variant of its own landmark count instead of a fresh export.
     """
     if workdir is None:  # exports go to a temporary folder of our own, removed on every exit path
         options = dict(locals())
@@ -528,6 +534,14 @@ def run_bench(
     tmp = Path(workdir or tempfile.mkdtemp(prefix="fna-bench-"))
     tmp.mkdir(parents=True, exist_ok=True)
     torch_dtype = DTYPES[dtype]
+
+    def fna_config(m: int) -> FNAConfig:
+        return FNAConfig(num_landmarks=m, layers=layers) if config is None else dataclasses.replace(config, num_landmarks=m)
+
+    if onnx_artifact is not None:
+        if len(landmarks) != 1:
+            raise ValueError("an ONNX artifact is timed at its own landmark count only; give exactly one")
+        report.machine["onnx_artifact"] = str(onnx_artifact)
     for res in resolutions:
         model = load(res).to(device=device, dtype=torch_dtype).eval()
         info = model_info(model)
@@ -543,13 +557,14 @@ def run_bench(
             if backend == "torch":
                 variants.append(_Variant("dense", None, None, _call(unpatch(model), x)))
                 for m in usable:
-                    fna_model = patch(copy.deepcopy(model), FNAConfig(num_landmarks=m, layers=layers))
+                    fna_model = patch(copy.deepcopy(model), fna_config(m))
                     for impl in torch_impls:
                         # switching kernels off only where libfna.so registered them for the ops
                         fn = _call(fna_model, x, reference=impl == REFERENCE_OPS and implementation == FNA_KERNELS)
                         variants.append(_Variant(f"fna{m}" + ("-ref" if impl == REFERENCE_OPS and fna_ops == "both" else ""), m, impl, fn))
             else:  # onnxrt, openvino
-                variants, onnx_dtype = _onnx_variants(backend, model, x, usable, layers, threads, tmp, res, openvino_precision)
+                variants, onnx_dtype = _onnx_variants(backend, model, x, usable, fna_config, threads, tmp, res,
+                                                      openvino_precision, onnx_artifact)
             stats, outputs = _measure(variants, report, backend, res, x if backend == "torch" else None, warmup, iters,
                                       device if backend == "torch" else "cpu", graphs and backend == "torch", log)
             by_key = {v.key: v for v in variants}
@@ -561,7 +576,7 @@ def run_bench(
                     fna_ops=v.fna_ops, dtype=dtype if backend == "torch" else onnx_dtype, cuda_graph=st["cuda_graph"],
                     graph_fallback=st["fallback"],
                     baseline_mem_mb=None if st["baseline_mem_mb"] is None else round(st["baseline_mem_mb"], 1)))
-            n_fna = len(FNAConfig(layers=layers).resolve_layers(info.num_blocks))
+            n_fna = len(fna_config(1).resolve_layers(info.num_blocks))
             for v in variants:
                 if v.landmarks is None:
                     continue
@@ -588,9 +603,10 @@ def _call(model: nn.Module, x: torch.Tensor, reference: bool = False) -> Callabl
     return run
 
 
-def _onnx_variants(backend, model, x, usable, layers, threads, tmp: Path, res: int,
-                   openvino_precision: str = "f32") -> tuple[list[_Variant], str]:
-    """Dense and FNA exports of ``model`` run by ONNX Runtime or OpenVINO (CPU); (variants, precision they ran)."""
+def _onnx_variants(backend, model, x, usable, fna_config, threads, tmp: Path, res: int, openvino_precision: str = "f32",
+                   artifact: "str | Path | None" = None) -> tuple[list[_Variant], str]:
+    """Dense and FNA exports of ``model`` run by ONNX Runtime or OpenVINO (CPU); (variants, precision they ran).
+    ``artifact``: an exported FNA file timed as the FNA variant (its own landmark count), as it would be served."""
     from .export import export_onnx
 
     feed = {"images": x.cpu().numpy()}
@@ -598,9 +614,11 @@ def _onnx_variants(backend, model, x, usable, layers, threads, tmp: Path, res: i
     paths: list[tuple[str, Optional[int], Path]] = [("dense", None, tmp / f"dense_{res}.onnx")]
     export_onnx(model, None, paths[0][2], target="dense", input_shape=tuple(x.shape), dynamic_batch=False, check=False)
     for m in usable:
+        if artifact is not None:
+            paths.append((f"fna{m}", m, Path(artifact)))
+            continue
         paths.append((f"fna{m}", m, tmp / f"fna{m}_{res}.onnx"))
-        export_onnx(model, FNAConfig(num_landmarks=m, layers=layers), paths[-1][2], input_shape=tuple(x.shape), dynamic_batch=False,
-                    check=False)
+        export_onnx(model, fna_config(m), paths[-1][2], input_shape=tuple(x.shape), dynamic_batch=False, check=False)
     if backend == "openvino":
         from .runtimes import openvino
 

@@ -13,6 +13,12 @@ import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+from .contract import NYSTROM as _NYSTROM
+from .contract import op as _op
+
+MAX_LANDMARKS = 65536
+MAX_PINV_ITERS = int(_op(_NYSTROM).field("pinv_iters").maximum)  # the plugin contract's bound
+
 METHODS = ("fps", "grid")
 FEATURES = ("q", "k", "v", "input")
 
@@ -134,11 +140,13 @@ class FNAConfig:
         self.validate()
 
     def validate(self) -> None:
-        def need_int(name: str, value: Any, lo: int) -> None:
+        def need_int(name: str, value: Any, lo: int, hi: int) -> None:
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ValueError(f"{name}: expected an integer, got {value!r}")
             if value < lo:
                 raise ValueError(f"{name}: must be >= {lo}, got {value}")
+            if value > hi:  # bounds for values read from files too (ONNX metadata, sidecars, JSON)
+                raise ValueError(f"{name}: must be <= {hi}, got {value}")
 
         def need_ratio(name: str, value: Any) -> None:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -146,10 +154,10 @@ class FNAConfig:
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{name}: must be a finite number >= 0 (0 turns it off), got {value}")
 
-        need_int("num_landmarks", self.num_landmarks, 1)
-        need_int("pinv_iters", self.pinv_iters, 0)
+        need_int("num_landmarks", self.num_landmarks, 1, MAX_LANDMARKS)
+        need_int("pinv_iters", self.pinv_iters, 0, MAX_PINV_ITERS)
         if self.num_prefix is not None:
-            need_int("num_prefix", self.num_prefix, 0)
+            need_int("num_prefix", self.num_prefix, 0, MAX_LANDMARKS)
             if self.num_prefix > self.num_landmarks:
                 raise ValueError(
                     f"num_prefix: {self.num_prefix} prefix tokens cannot all be landmarks when "

@@ -128,6 +128,7 @@ def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -
             f"resolution {img_size} px is smaller than one {patch_px} px patch of {name}; use at least {patch_px} "
             f"(a multiple of {patch_px}, e.g. {patch_px * 14})"
         )
+    _check_patch_multiple(img_size, patch_px, name)
     if checkpoint is not None:
         state_dict = load_state_dict_file(checkpoint)
         # timm's own filter remaps original-repo key names and resizes position embeddings
@@ -142,6 +143,16 @@ def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -
                 ) from None
         _load_into(model, state_dict, checkpoint)
     return model
+
+
+def _check_patch_multiple(img_size: Optional[int], patch_px: Any, name: str) -> None:
+    """A resolution that is not a multiple of the patch size would silently drop the border pixels."""
+    if img_size is not None and isinstance(patch_px, int) and patch_px > 0 and img_size % patch_px:
+        lower, upper = img_size // patch_px * patch_px, (img_size // patch_px + 1) * patch_px
+        raise ModelLoadError(
+            f"resolution {img_size} px is not a multiple of the {patch_px} px patches of {name}: the last "
+            f"{img_size - lower} px rows and columns would be dropped; use {lower or upper} or {upper}"
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -201,14 +212,22 @@ def _load_hf(directory: str, checkpoint: Optional[Path], img_size: Optional[int]
         )
     archs = [a for a in (getattr(config, "architectures", None) or []) if a in _HF_ARCHITECTURES]
     cls = getattr(transformers, archs[0] if archs else _HF_DEFAULT_CLASS[model_type])
+    from .load_guards import check_hf_sizes, quiet_transformers, refuse_partial_load
+
+    check_hf_sizes(config, path)
+    patch_px = getattr(getattr(config, "vision_config", None) or config, "patch_size", None)
+    _check_patch_multiple(img_size, max(patch_px) if isinstance(patch_px, (list, tuple)) else patch_px, directory)
     weights = _hf_weights(path)
     try:
-        model = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=weights == "safetensors")
+        with quiet_transformers():
+            model, info = cls.from_pretrained(str(path), local_files_only=True, use_safetensors=weights == "safetensors",
+                                              output_loading_info=True)
     except Exception as exc:
         raise ModelLoadError(
             f"{directory!r}: the weights do not load into {cls.__name__} ({type(exc).__name__}: {_first_line(exc)}); "
             "re-save the folder with save_pretrained"
         ) from None
+    refuse_partial_load(info, directory, cls.__name__)
     if checkpoint is not None:
         _load_into(model, load_state_dict_file(checkpoint), checkpoint)
     return HFVisionModel(model, img_size, source_dir=str(path))
@@ -252,6 +271,16 @@ def _loads_weights_only(data: bytes) -> bool:
     return True
 
 
+def _is_json(data: bytes) -> bool:
+    import json
+
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 def pt2_code_entries(path: "str | os.PathLike[str]") -> list[str]:
     """The entries of a ``.pt2`` archive that would run code when loaded: pickled weights or
     constants, pickled custom/opaque objects, AOTInductor shared libraries, and torch.save blobs
@@ -285,8 +314,11 @@ def pt2_code_entries(path: "str | os.PathLike[str]") -> list[str]:
                     kind = str(meta.get("path_name", ""))
                     if meta.get("use_pickle") or kind.startswith(("custom_obj", "opaque_obj")):
                         found.append(f"{fqn} in {name} (pickled)")
-            elif inner.endswith((".pt", ".pkl")) or "/serialized_" in f"/{inner}":
-                if not inner.endswith(".json") and not _loads_weights_only(archive.read(info)):
+            elif inner.endswith((".pt", ".pkl", ".json")) or "/serialized_" in f"/{inner}":
+                data = archive.read(info)
+                if inner.endswith(".json") and _is_json(data):
+                    continue  # plain JSON (a legacy archive's .json entry may be a pickle in disguise)
+                if not _loads_weights_only(data):
                     found.append(f"{name} (pickled object)")
     return found
 
@@ -300,15 +332,21 @@ def _load_pt2(path: Path, allow_pickle: bool) -> nn.Module:
                 f"{str(path)!r} carries entries that run code when loaded ({entries[0]}{more}); if you trust its "
                 "source pass --allow-pickle (allow_pickle=True), otherwise re-save it with plain tensor weights"
             )
+    causes: list[str] = []
     try:
-        with _no_unpickling(enabled=not allow_pickle):
+        from .load_guards import quiet_torch_export
+
+        with _no_unpickling(enabled=not allow_pickle), quiet_torch_export() as causes:
             program = torch.export.load(str(path))
         # exported programs are already in inference form: .eval() is not supported on them
         return program.module()
     except _UnpicklingRefused as exc:
         raise ModelLoadError(f"{str(path)!r}: {exc}") from None
     except Exception as exc:
-        raise ModelLoadError(f"{str(path)!r} is not a readable torch.export archive ({type(exc).__name__}: {exc})") from None
+        detail = causes[0] if causes and "warnings above" in str(exc) else f"{type(exc).__name__}: {_first_line(exc)}"
+        detail = detail.split(". ")[0].rstrip(".")  # the first sentence
+        raise ModelLoadError(f"{str(path)!r} is not a readable torch.export archive ({detail}); re-save it with "
+                             "torch.export.save") from None
 
 
 class _UnpicklingRefused(ModelLoadError):
@@ -332,11 +370,26 @@ def _no_unpickling(enabled: bool = True) -> Iterator[None]:
         kwargs["weights_only"] = True
         return original(*args, **kwargs)
 
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _UnpicklingRefused(
+            "the archive holds a pickled object; if you trust its source pass --allow-pickle (allow_pickle=True)"
+        )
+
+    # opaque and custom objects of a .pt2 go through pickle.loads / the TorchScript unpickler, not torch.load
+    import types
+
+    from torch.export.pt2_archive import _package
+
+    original_pickle, original_obj = _package.pickle, torch._C._pickle_load_obj
     torch.load = guarded  # type: ignore[assignment]
+    _package.pickle = types.SimpleNamespace(**{**vars(original_pickle), "loads": refuse, "load": refuse})  # type: ignore[assignment]
+    torch._C._pickle_load_obj = refuse  # type: ignore[attr-defined]
     try:
         yield
     finally:
         torch.load = original  # type: ignore[assignment]
+        _package.pickle = original_pickle  # type: ignore[assignment]
+        torch._C._pickle_load_obj = original_obj  # type: ignore[attr-defined]
 
 
 def load_model(

@@ -63,12 +63,15 @@ def run_pipeline(
     compare_spec: Optional[str] = None,
     save_weights: bool = False,
     progress: Optional[Callable[[str], None]] = None,
+    allow_degenerate: bool = False,
 ) -> RunReport:
     """Export, build (when TensorRT and a GPU are here), verify, bench and write a Triton repository.
 
     ``compare_spec`` is how ``fna-deploy infer --compare`` names this model (e.g. ``W --arch
     timm:NAME``); with ``save_weights`` the model's weights are written to OUTDIR/weights.safetensors
     first (random-init models have no file of their own) and ``compare_spec`` should name that file.
+    ``allow_degenerate``: outputs without signal (all equal) are judged instead of failing the
+    export check and verify (as ``export``/``verify --allow-degenerate``).
     """
     from .export import default_input_shape, export_onnx
     from .patching import patch, unpatch
@@ -88,7 +91,8 @@ def run_pipeline(
     shape = default_input_shape(model)
     portable, trt_onnx = out / f"{name}_fna.onnx", out / f"{name}_fna_trt.onnx"
     step("exporting ONNX (portable) and checking it with ONNX Runtime")
-    exp = timed("export_portable", lambda: export_onnx(model, config, portable, input_shape=shape, fp16=fp16, model_spec=model_label, progress=step))
+    exp = timed("export_portable", lambda: export_onnx(model, config, portable, input_shape=shape, fp16=fp16, model_spec=model_label, progress=step,
+                                                                  allow_degenerate=allow_degenerate))
     report.export["portable"] = exp.to_dict()
     report.files["onnx_portable"] = str(portable)
     step("exporting ONNX for TensorRT")
@@ -116,7 +120,8 @@ def run_pipeline(
     patch(model, config)
     try:
         ver = timed("verify", lambda: verify(model, feeds, onnx_path=portable, engine_path=engine, plugin=plugin,
-                                             model_label=model_label, inputs_label=f"{verify_inputs} random inputs"))
+                                             model_label=model_label, inputs_label=f"{verify_inputs} random inputs",
+                                             allow_degenerate=allow_degenerate))
     finally:
         unpatch(model)
     report.verify = ver.to_dict()

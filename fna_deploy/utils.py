@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, Optional
 
 
 def write_bytes_atomic(path: "str | os.PathLike[str]", data: bytes) -> Path:
@@ -54,27 +56,114 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def replace_folder_atomic(target: "str | os.PathLike[str]", populate: "Callable[[Path], None]") -> Path:
-    """Fill a staging folder beside ``target`` with ``populate(staging)`` and rename it into place:
-    readers see the old folder or the new one, never half of one; a failure leaves ``target`` as
-    it was. The caller decides whether an existing ``target`` may be replaced."""
+# --- one staging/lock mechanism for every writer of files or folders -----------------------------
+# Every writer stages its files in a hidden folder beside the target (``.NAME.staging.PID.XXXX``) and
+# swaps them into place while holding the target folder's lock, so the check "does the target exist"
+# and the rename are one step for every process: of concurrent writers exactly one wins, the others
+# get a sentence. Staging folders whose process is gone (SIGKILL) are removed by the next writer.
+
+LOCK_TIMEOUT_S = 60.0
+
+
+class WriterBusy(ValueError):
+    """Another process held the folder's writer lock for longer than the timeout."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: "str | os.PathLike[str]", *, timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[None]:
+    """Hold an exclusive advisory lock (flock) on ``folder`` itself: no lock file is left behind, and
+    the kernel drops the lock when the process dies, so a killed writer never blocks the next one."""
+    import fcntl
+    import time
+
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise WriterBusy(f"another fna-deploy run has been writing into {str(folder)!r} for over {timeout_s:.0f} s; "
+                                     "wait for it to finish, then rerun") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def staging_dir(parent: "str | os.PathLike[str]", name: str) -> Path:
+    """A new hidden staging folder for ``name`` in ``parent``, tagged with this process's id."""
+    return Path(tempfile.mkdtemp(prefix=f".{name}.staging.{os.getpid()}.", dir=parent))
+
+
+_STAGING = re.compile(r"^\.(?P<name>.+)\.(?:staging|old)\.(?:(?P<pid>\d+)\.)?[A-Za-z0-9_]+$")
+STALE_UNTAGGED_S = 3600.0  # a staging folder without a process id (older fna-deploy) is stale after an hour
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def clean_stale_staging(parent: "str | os.PathLike[str]", name: str) -> list[Path]:
+    """Remove ``.NAME.staging.*`` / ``.NAME.old.*`` folders in ``parent`` left by writers that died
+    (their process is gone, or, untagged, older than an hour). Call it holding ``folder_lock(parent)``.
+    Returns what was removed."""
+    import shutil
+    import time
+
+    removed = []
+    for entry in Path(parent).iterdir():
+        match = _STAGING.match(entry.name)
+        if not match or match.group("name") != name or entry.is_symlink() or not entry.is_dir():
+            continue
+        pid = match.group("pid")
+        if pid is not None:
+            stale = int(pid) != os.getpid() and not _process_alive(int(pid))
+        else:
+            stale = time.time() - entry.stat().st_mtime > STALE_UNTAGGED_S
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
+
+
+def replace_folder_atomic(target: "str | os.PathLike[str]", populate: "Callable[[Path], None]", *,
+                          check: "Optional[Callable[[Path], None]]" = None) -> Path:
+    """Fill a staging folder beside ``target`` with ``populate(staging)`` and swap it into place under
+    the parent folder's writer lock: readers see the old folder or the new one, never half of one; a
+    failure leaves ``target`` as it was. ``check(target)``, called holding the lock, decides whether
+    an existing ``target`` may be replaced (it raises to refuse): of concurrent writers of one name
+    exactly one passes it."""
     import shutil
 
     target = Path(target)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging.", dir=target.parent))
+    parent = target.parent
+    staging = staging_dir(parent, target.name)
     try:
         os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; a server may run as another user
         populate(staging)
         old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-            os.replace(target, old / target.name)
-        try:
-            os.replace(staging, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old / target.name, target)
-            raise
+        with folder_lock(parent):
+            clean_stale_staging(parent, target.name)
+            if check is not None:
+                check(target)
+            if target.exists():  # the old folder is moved aside first and removed after the rename
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.{os.getpid()}.", dir=parent))
+                os.replace(target, old / target.name)
+            try:
+                os.replace(staging, target)
+            except BaseException:
+                if old is not None:
+                    os.replace(old / target.name, target)
+                raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

@@ -9,6 +9,7 @@ import click
 
 from ..cli import CliError, user_errors
 from .common import FiniteFloatRange, check_output_dir, load_cli_model
+from .options import MAX_BATCH, MAX_PINV_ITERS, MAX_RESOLUTION, count
 from .options import device_option, quiet_option, random_option, report_option, resolve_device, verbose_option
 from .progress import progress
 
@@ -110,17 +111,17 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL", verbose: 
 @click.option("--allow-pickle", is_flag=True, help="Allow unpickling a whole-module .pt file (runs code it carries; trusted files only).")
 @click.option("--images", "images_dir", type=click.Path(file_okay=False), help="Directory of images to analyze on (your data).")
 @random_option("Analyze on N random images instead (default: 8).")
-@click.option("--resolution", type=click.IntRange(min=1), help="Input resolution in pixels (default: the model's own).")
+@click.option("--resolution", type=count(1, MAX_RESOLUTION), help="Input resolution in pixels (default: the model's own).")
 @click.option("--landmarks", default="32,64,128,256", show_default=True, help="Comma-separated numbers of landmarks m to measure.")
 @click.option("--budget", type=FiniteFloatRange(min=0), default=0.01, show_default=True, help="Allowed end-to-end error: 1 - cosine of the outputs, worst image.")
 @click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=10.0, show_default=True, help="Norm / median at which a token is massive (0: off).")
 @click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=4.0, show_default=True, help="Norm / median at which a patch token is an artifact (0: off).")
 @click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection.")
-@click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Images per forward pass.")
+@click.option("--pinv-iters", type=count(0, MAX_PINV_ITERS), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse.")
+@click.option("--batch-size", type=count(1, MAX_BATCH), default=8, show_default=True, help="Images per forward pass.")
 @click.option("--min-saving", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.10, show_default=True,
               help="Advise staying dense when the best config saves less than this fraction of the FLOPs (0: off).")
-@click.option("--break-even-tokens", type=click.IntRange(min=0), default=800, show_default=True,
+@click.option("--break-even-tokens", type=count(0, 10**8), default=800, show_default=True,
               help="Advise staying dense below this many tokens (measured on CPU for ViT-B/16, docs/benchmarks.md; 0: off).")
 @device_option()
 @report_option("Write the full report as JSON to FILE.")

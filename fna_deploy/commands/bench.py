@@ -9,7 +9,8 @@ import click
 
 from ..cli import CliError, user_errors
 from .common import check_output_dir, load_cli_model, model_label
-from .options import backend_list, deprecated, openvino_precision_option, quiet_option, report_option, verbose_option
+from .options import (MAX_BATCH, MAX_COUNT, MAX_THREADS, backend_list, count, deprecated, openvino_precision_option, quiet_option,
+                      report_option, verbose_option)
 from .progress import progress
 
 
@@ -33,6 +34,53 @@ def _ints(text: str, flag: str) -> list[int]:
     return values
 
 
+def _artifact(ctx: click.Context, onnx_path: str, sizes: list[int], ms: list[int], layers: Optional[str], batch: int):
+    """The FNA config, resolution, landmarks and layers an --onnx artifact was exported with (after the
+    shared validation pass); a flag the user typed that contradicts them is refused."""
+    import json
+
+    from ..config import FNAConfig
+    from ..export.validate import image_input
+    from .common import read_onnx
+
+    checked = read_onnx(onnx_path, "--onnx")
+    if not checked.metadata.get("fna_config"):
+        raise CliError(f"--onnx {onnx_path!r} records no FNA config (a dense or foreign export); give an fna export of MODEL")
+    config = FNAConfig.from_json(checked.metadata["fna_config"])
+    name, dims = image_input(checked)
+    if name != "images" or dims[2] != dims[3] or dims[2] < 1:
+        raise CliError(f"--onnx {onnx_path!r} does not take one square image input 'images' [B,C,H,W] as fna-deploy exports do")
+    if dims[0] not in (-1, 0, batch):
+        raise CliError(f"--onnx {onnx_path!r} was exported for batch {dims[0]}; give --batch {dims[0]} or a dynamic-batch export")
+    given = {name for name in ("resolutions", "landmarks", "layers")
+             if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
+    for flag, typed, kept in (("resolutions", sizes, [dims[2]]), ("landmarks", ms, [config.num_landmarks])):
+        if flag in given and typed != kept:
+            raise CliError(f"--{flag} {','.join(map(str, typed))} contradicts --onnx {onnx_path!r}, exported with "
+                           f"{','.join(map(str, kept))}; drop the flag (it is read from the file)")
+    if "layers" in given and layers != config.layers:
+        raise CliError(f"--layers {layers} contradicts --onnx {onnx_path!r}, exported with layers={json.dumps(config.layers)}; "
+                       "drop the flag (it is read from the file)")
+    return config, [dims[2]], [config.num_landmarks], config.layers
+
+
+def _same_model(module, config, onnx_path: str, batch: int) -> None:
+    """The artifact must be MODEL exported (same weights, same FNA config): one input through both."""
+    from ..export.check import check_parity
+    from ..patching import model_info, patch, unpatch
+
+    info = model_info(module)
+    patch(module, config)
+    try:
+        results = check_parity(module, onnx_path, (batch, info.in_chans, *info.img_size), [batch], allow_degenerate=True)
+    finally:
+        unpatch(module)
+    failed = [r for r in results if not r.passed]
+    if failed:
+        raise CliError(f"--onnx {onnx_path!r} does not compute what MODEL does with its FNA config ({failed[0].describe()}); "
+                       "give the MODEL (and --checkpoint) it was exported from")
+
+
 @click.command()
 @click.argument("model")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for a timm:NAME or hf:DIR MODEL.")
@@ -53,19 +101,23 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--fna-ops", type=click.Choice(["auto", "reference", "both"]), default="auto", show_default=True,
               help="What runs the fna ops on cuda: auto (our kernels when libfna.so is built, else the PyTorch reference), "
                    "reference, or both (each timed).")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch, ONNX Runtime and OpenVINO (default: all).")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), metavar="FILE.onnx",
+              help="An fna export of MODEL to bench: its stored FNA config and resolution are used (flags that contradict "
+                   "them are refused), and ONNX Runtime (or OpenVINO) times the file itself as the FNA variant.")
+@click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True)
+@click.option("--warmup", type=count(0, MAX_COUNT), default=1, show_default=True)
+@click.option("--iters", type=count(1, MAX_COUNT), default=5, show_default=True)
+@click.option("--threads", type=count(1, MAX_THREADS), default=None, help="CPU threads for torch, ONNX Runtime and OpenVINO (default: all).")
 @report_option("Write the measurements as JSON to FILE.")
 @click.option("--plot", "plot_path", type=click.Path(file_okay=False), metavar="DIR", help="Write a PNG of latency against tokens (log-log) into DIR, as latency.png.")
 @quiet_option()
 @verbose_option("Also print the machine the numbers come from (CPU, threads, library versions).")
+@click.pass_context
 @user_errors
-def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
-          layers: Optional[str], backends: str, openvino_precision: str, device: str, dtype: Optional[str], cuda_graphs: Optional[bool], fna_ops: str,
-          batch: int, warmup: int, iters: int, threads: Optional[int], report_path: Optional[str], plot_path: Optional[str],
-          quiet: bool, verbose: bool) -> None:
+def bench(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
+          layers: Optional[str], backends: str, openvino_precision: str, device: str, dtype: Optional[str], cuda_graphs: Optional[bool],
+          fna_ops: str, onnx_path: Optional[str], batch: int, warmup: int, iters: int, threads: Optional[int], report_path: Optional[str],
+          plot_path: Optional[str], quiet: bool, verbose: bool) -> None:
     """Time MODEL dense vs with FNA, per backend and resolution, and compare with the FLOP bound.
 
     Variants are timed interleaved in one run. Beside each speedup: its FLOP bound (the speedup if
@@ -83,6 +135,9 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
 
     sizes = _ints(resolutions, "--resolutions")
     ms = _ints(landmarks, "--landmarks")
+    stored = None
+    if onnx_path is not None:
+        stored, sizes, ms, layers = _artifact(ctx, onnx_path, sizes, ms, layers, batch)
     chosen = backend_list(backends, BACKENDS)
     if openvino_precision != "f32" and "openvino" not in chosen:
         raise CliError("--openvino-precision applies to the openvino backend; add openvino to --backends")
@@ -101,6 +156,8 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     def load(res: int):
         return load_cli_model(model, checkpoint, arch, allow_pickle, res)
 
+    if stored is not None:
+        _same_model(load(sizes[0]), stored, onnx_path, batch)
     plot_file = _plot_file(plot_path) if plot_path else None  # a bad --plot fails before the timing
     console = Console()
 
@@ -112,7 +169,7 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
 
         report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen, openvino_precision=openvino_precision,
                            device=device, dtype=dtype, cuda_graphs=cuda_graphs, fna_ops=fna_ops, batch=batch, warmup=warmup,
-                           iters=iters, threads=threads, progress=update, log=say)
+                           iters=iters, threads=threads, progress=update, log=say, config=stored, onnx_artifact=onnx_path)
     for backend, reason in report.skipped.items():
         console.print(f"[yellow]skipped {backend}:[/yellow] {escape(reason)}")
     timing = ("CUDA events, " + ("CUDA graphs" if report.cuda_graphs else "eager")) if report.device_type == "cuda" else "host clock"

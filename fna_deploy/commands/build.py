@@ -24,7 +24,7 @@ from .options import deprecated, quiet_option, report_option, verbose_option
 @click.option("--min-shapes", multiple=True, metavar="NAME:DxDxD,...", help="Profile minimum (trtexec syntax); with --max-shapes, and --opt-shapes (default: max).")
 @click.option("--opt-shapes", multiple=True, metavar="NAME:DxDxD,...", help="Profile optimum (trtexec syntax).")
 @click.option("--max-shapes", multiple=True, metavar="NAME:DxDxD,...", help="Profile maximum (trtexec syntax).")
-@click.option("--workspace", type=FiniteFloatRange(min=0.1), default=4.0, show_default=True, help="Builder workspace in GiB.")
+@click.option("--workspace", type=FiniteFloatRange(min=0.1, max=1024), default=4.0, show_default=True, help="Builder workspace in GiB.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), help="Timing cache file to load and update (faster rebuilds).")
 @click.option("--runtime", type=click.Choice(["auto", "tensorrt", "tensorrt-rtx"]), default="auto", show_default=True,
               help="tensorrt: NVIDIA TensorRT, builds for the local GPU. tensorrt-rtx: TensorRT for RTX (pip install "
@@ -71,7 +71,7 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
         )
     from .common import read_onnx_metadata
 
-    read_onnx_metadata(onnx_path, "MODEL.onnx")
+    read_onnx_metadata(onnx_path, "MODEL.onnx", attributes=not check)  # --check reports attribute problems itself
     if plugin is not None:
         from ..native import check_plugin_library
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 import click
 
 from ..cli import CliError
+from .options import MAX_LANDMARKS, MAX_PINV_ITERS, MAX_RESOLUTION, count
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -39,23 +40,23 @@ def check_input_file(path: "str | None", flag: str, hint: str) -> Optional[Path]
     return file
 
 
-def read_onnx_metadata(path: "str | None", flag: str = "--onnx") -> Optional[dict]:
-    """The metadata of an ONNX file given as input (checked up front: exists, parses as ONNX)."""
+def read_onnx(path: "str | None", flag: str = "--onnx", *, attributes: bool = True):
+    """An ONNX file given as input after the one validation pass of
+    :func:`fna_deploy.export.validate.validate_onnx` (opsets, dims, fna attributes, external data):
+    a ``ValidatedOnnx`` (model without weights, metadata, external data files), or None for no path."""
     hint = "give a .onnx written by 'fna-deploy export'"
     file = check_input_file(path, flag, hint)
     if file is None:
         return None
-    import onnx
+    from ..export.validate import validate_onnx
 
-    from ..export.graph import read_metadata
+    return validate_onnx(file, flag, attributes=attributes)
 
-    try:
-        model = onnx.load(str(file), load_external_data=False)
-    except Exception as exc:
-        raise CliError(f"{flag} {path!r} is not an ONNX model ({type(exc).__name__}); {hint}") from None
-    if not model.graph.node:
-        raise CliError(f"{flag} {path!r} holds no ONNX graph; {hint}")
-    return read_metadata(model)
+
+def read_onnx_metadata(path: "str | None", flag: str = "--onnx", *, attributes: bool = True) -> Optional[dict]:
+    """The metadata of an ONNX file given as input (after :func:`read_onnx`'s validation pass)."""
+    checked = read_onnx(path, flag, attributes=attributes)
+    return None if checked is None else checked.metadata
 
 
 def check_output_dir(path: "str | None", flag: str) -> None:
@@ -78,7 +79,7 @@ def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights (.safetensors or state-dict .pt/.pth) for a timm:NAME or hf:DIR MODEL."),
         click.option("--arch", metavar="timm:NAME", help="Architecture of a bare weights file given as MODEL."),
         click.option("--allow-pickle", is_flag=True, help="Allow loading a whole pickled module (.pt). Unpickling runs code from the file: only for files you trust."),
-        click.option("--resolution", type=click.IntRange(min=1), help="Input resolution in pixels (square); default: the model's own."),
+        click.option("--resolution", type=count(1, MAX_RESOLUTION), help="Input resolution in pixels (square); default: the model's own."),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)
@@ -91,7 +92,7 @@ def fna_options(func: Callable[..., Any], *, served: bool = False) -> Callable[.
     show = not served
     note = " Default: the served config's." if served else ""
     decorators = [
-        click.option("--landmarks", "num_landmarks", type=click.IntRange(min=1), default=64, show_default=show, help="Number of landmark tokens m." + note),
+        click.option("--landmarks", "num_landmarks", type=count(1, MAX_LANDMARKS), default=64, show_default=show, help="Number of landmark tokens m." + note),
         click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA: all, a-b, a-b,c" + ("." + note if served else " (default: the second half).")),
         click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=show, help="Landmark selection." + note),
         click.option("--features", type=click.Choice(["q", "k", "v", "input"]), default="q", show_default=show,
@@ -99,8 +100,8 @@ def fna_options(func: Callable[..., Any], *, served: bool = False) -> Callable[.
         click.option("--resample/--no-resample", "resample_every_layer", default=False, show_default=show, help="Select landmarks anew in every FNA layer." + note),
         click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Guarantee tokens whose norm is >= X x median (0 = off)." + note),
         click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Exclude tokens whose norm is >= X x median (0 = off)." + note),
-        click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=show, help="Newton-Schulz iterations for the pseudo-inverse." + note),
-        click.option("--num-prefix", type=click.IntRange(min=0), default=None, help="Prefix tokens always kept" + ("." + note if served else " (default: detected: CLS + registers).")),
+        click.option("--pinv-iters", type=count(0, MAX_PINV_ITERS), default=6, show_default=show, help="Newton-Schulz iterations for the pseudo-inverse." + note),
+        click.option("--num-prefix", type=count(0, MAX_LANDMARKS), default=None, help="Prefix tokens always kept" + ("." + note if served else " (default: detected: CLS + registers).")),
     ]
     for decorator in reversed(decorators):
         func = decorator(func)

@@ -10,7 +10,7 @@ import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
 from .common import config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
-from .options import quiet_option, report_option, verbose_option
+from .options import MAX_BATCH, MAX_OPSET, MIN_OPSET, count, quiet_option, report_option, verbose_option
 
 
 def default_output(model: str, arch: Optional[str], target: str, fp16: bool, inline: bool = False) -> Path:
@@ -61,7 +61,7 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
 @click.command()
 @model_options
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Output .onnx path (default: NAME_fna.onnx in the current folder).")
-@click.option("--batch", type=click.IntRange(min=1), default=None, help="Static batch size (default: a dynamic batch dimension).")
+@click.option("--batch", type=count(1, MAX_BATCH), default=None, help="Static batch size (default: a dynamic batch dimension).")
 @click.option("--dynamic-batch", is_flag=True, default=False, help="Dynamic batch dimension (the default unless --batch is given).")
 @fna_options
 @click.option("--target", type=click.Choice(["portable", "trt", "dense"]), default="portable", show_default=True,
@@ -70,7 +70,7 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
               help="portable target: expand the fna function bodies into the graph (no fna nodes left), for runtimes "
                    "without model-local functions such as OpenVINO. ONNX Runtime and onnx.reference run either form.")
 @click.option("--fp16", is_flag=True, help="fp16 weights and activations (inputs/outputs stay fp32; the pseudo-inverse stays fp32).")
-@click.option("--opset", type=click.IntRange(min=18), default=None, help="ONNX opset (default 20).")
+@click.option("--opset", type=count(MIN_OPSET, MAX_OPSET), default=None, help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default 20).")
 @click.option("--external-data/--no-external-data", default=None, help="Store weights in OUT.onnx.data (default: only when the model exceeds 1.8 GB).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX Runtime parity check against PyTorch.")
 @click.option("--allow-degenerate", is_flag=True, help="Let the check pass on outputs without signal (all equal, e.g. a zero-initialised head).")

@@ -12,7 +12,7 @@ import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
 from .common import FiniteFloatRange, FNA_OPTION_NAMES, config_from_options, load_cli_model, served_fna_options
-from .options import deprecated, quiet_option, renamed, verbose_option
+from .options import MAX_BATCH, MAX_COUNT, MAX_REQUESTS, MAX_RESOLUTION, MAX_SEED, count, deprecated, quiet_option, renamed, verbose_option
 
 
 def _input_shape(config: dict, batch: int, resolution: Optional[int]) -> tuple[str, list[int]]:
@@ -59,7 +59,15 @@ def _images(image: Optional[str], shape: list[int], model: Any, seed: int, recip
     elif path.is_file():
         with tempfile.TemporaryDirectory() as tmp:  # load_images reads folders
             os.symlink(path.resolve(), Path(tmp) / path.name)
-            pixels = load_images(tmp, model, img_size=size)
+            try:
+                pixels = load_images(tmp, model, img_size=size)
+            except ValueError as exc:  # its message names the temporary folder: name the user's file instead
+                detail = (str(exc).replace(str(Path(tmp) / path.name), str(path)).strip().splitlines() or [""])[0]
+                if detail.startswith("no images ("):  # the one file was skipped: not an image suffix
+                    detail = "not an image file " + detail[len("no images "):].split(")")[0] + ")"
+                raise ValueError(f"--image {image!r}: {detail.replace(tmp, str(path.parent))}") from None
+    elif path.exists():
+        raise ValueError(f"--image {image!r} is not a regular file or folder (a device or pipe); give an image file or a folder of images")
     else:
         raise FileNotFoundError(2, "no such image file or folder", str(path))
     if pixels.shape[1] != shape[1]:
@@ -70,10 +78,9 @@ def _images(image: Optional[str], shape: list[int], model: Any, seed: int, recip
 def _encoded_request(client: Any, config: dict, image: Optional[str], batch: int, resolution: Optional[int]):
     """For a model that takes encoded images (an ensemble from triton --image-ensemble): the config of the
     model it ends in, the input, the pixel shape, the files and their preprocessed pixels."""
-    import numpy as np
     import torch
 
-    from ..triton.ensemble import is_image_model, preprocess_files, read_image_files, served_recipe, served_step
+    from ..triton.ensemble import encoded_payload, is_image_model, preprocess_files, read_image_files, served_recipe, served_step
 
     if image is None:
         raise CliError(f"{config.get('name')!r} takes encoded images (JPEG, PNG, WebP): give --image FILE or --image DIR")
@@ -88,9 +95,8 @@ def _encoded_request(client: Any, config: dict, image: Optional[str], batch: int
     files = read_image_files(image, batch)
     if int(config.get("max_batch_size", 0)) and len(files) > int(config["max_batch_size"]):
         raise CliError(f"{len(files)} images exceed the model's max_batch_size {config['max_batch_size']}; lower --batch")
-    payload = np.array([[data] for _, data in files], dtype=object)
     pixels = torch.from_numpy(preprocess_files(files, recipe))
-    return served, is_image_model(config), list(pixels.shape), payload, pixels, [str(f) for f, _ in files]
+    return served, is_image_model(config), list(pixels.shape), encoded_payload(files), pixels, files
 
 
 def _served_fna_config(config: dict) -> Optional[str]:
@@ -103,23 +109,23 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.argument("url")
 @click.argument("model_name")
 @click.option("--image", type=click.Path(), help="An image file, or a folder of images (up to --batch of them): its bytes to a model that takes encoded images (triton --image-ensemble), else pixels preprocessed as the export recorded.")
-@click.option("--random", "random_count", type=click.IntRange(min=0), is_flag=False, flag_value=0, default=None, metavar="N",
+@click.option("--random", "random_count", type=count(0, MAX_COUNT), is_flag=False, flag_value=0, default=None, metavar="N",
               help="N random images, normalised like images (random inputs are the default; N sets the batch).")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Batch size of the request (random inputs).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random inputs.")
+@click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True, help="Batch size of the request (random inputs).")
+@click.option("--seed", type=count(0, MAX_SEED), default=0, show_default=True, help="Seed of the random inputs.")
 @click.option("--compare", "compare_model", metavar="MODEL", help="Check the answer against this PyTorch model (timm:NAME, hf:DIR, .pt2, .pt), patched with the served FNA config.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for --compare timm:NAME / hf:DIR.")
 @click.option("--arch", metavar="timm:NAME", help="Architecture when --compare is a bare weights file.")
 @click.option("--allow-pickle", is_flag=True, help="Allow a pickled .pt module for --compare (runs code from the file).")
-@click.option("--resolution", type=click.IntRange(min=1), help="Input resolution (default: the served model's input size).")
+@click.option("--resolution", type=count(1, MAX_RESOLUTION), help="Input resolution (default: the served model's input size).")
 @served_fna_options
 @click.option("--dense", is_flag=True, help="Compare against the unpatched model (for a dense export).")
 @click.option("--allow-degenerate", is_flag=True, help="Judge outputs without signal (all equal, e.g. all zero) instead of failing.")
 @click.option("--concurrency", type=click.IntRange(1, 256), default=None, metavar="N",
-              help="Load mode: N concurrent clients send the same input for --duration seconds; every answer is checked.")
+              help="Load mode: N concurrent clients send distinct inputs for --duration seconds; every answer is checked against its own input's reference.")
 @click.option("--duration", type=FiniteFloatRange(min=0.1, max=86400), default=None, metavar="S", help="Load mode: seconds to run (default 10).")
-@click.option("--requests", "max_requests", type=click.IntRange(min=1), default=None, metavar="N", help="Load mode: stop after N requests.")
-@click.option("--top-k", type=click.IntRange(min=0), default=5, show_default=True, help="Classes to print for the first image.")
+@click.option("--requests", "max_requests", type=count(1, MAX_REQUESTS), default=None, metavar="N", help="Load mode: stop after N requests.")
+@click.option("--top-k", type=count(0, 1000), default=5, show_default=True, help="Classes to print for the first image.")
 @click.option("--metrics-url", metavar="HOST:PORT", help="Triton's metrics endpoint, for the server's queue and compute times (default: the HTTP port + 2, as serve's 8000/8002).")
 @click.option("--report", "json_path", type=click.Path(dir_okay=False), metavar="FILE", help="Write the result (and comparison) as JSON to FILE.")
 @renamed("--json", "--report FILE", "json_path", type=click.Path(dir_okay=False))
@@ -140,8 +146,10 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     export (config.pbtxt parameter fna_config); FNA flags given here override it.
 
     Load mode (--concurrency N, --duration S, --requests N): after the first request, N clients
-    send the same input until S seconds pass or N requests were sent; every answer is checked
-    against the --compare model's output (else against the first answer), and requests, errors,
+    send 8 distinct inputs (the input, then rolled and flipped copies) in turn until S seconds
+    pass or N requests were sent; every answer is checked against its own input's --compare
+    output (else against the server's answer to that input, asked alone first), so an answer
+    delivered to the wrong request counts as a mismatch; requests, errors,
     mismatches, p50/p90/p99 latency and throughput are printed (and written with --report).
     Errors exit 2, mismatches 1.
 
@@ -189,9 +197,9 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         from ..triton.ensemble import is_image_model, served_recipe
 
         served = config  # the config that records the FNA config, fp16 and preprocessing (an ensemble's last model's)
-        encoded = None
+        encoded, encoded_files = None, None
         if is_image_model(config) is not None:
-            served, input_name, shape, encoded, pixels, sent_files = _encoded_request(client, config, image, batch, resolution)
+            served, input_name, shape, encoded, pixels, encoded_files = _encoded_request(client, config, image, batch, resolution)
         else:
             input_name, shape = _input_shape(config, batch, resolution)
         reference_model = None
@@ -233,7 +241,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         "outputs": {k: list(v.shape) for k, v in outputs.items()}, "seconds": result.seconds,
     }
     if encoded is not None:
-        record["images"] = sent_files  # sent as encoded bytes; input_shape is the pixels the server made of them
+        record["images"] = [str(f) for f, _ in encoded_files]  # sent as encoded bytes; input_shape is the pixels the server made of them
     if top_k and answer.ndim == 2 and np.issubdtype(answer.dtype, np.floating):
         scores = torch.from_numpy(answer[0].astype(np.float32)).softmax(-1)
         values, indices = scores.topk(min(top_k, scores.numel()))
@@ -265,13 +273,16 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
             record["failure"] = parity.describe()
     load = None
     if (concurrency or duration or max_requests) and not failed:
-        load = _load_mode(url, model_name, sent, reference if reference_model is not None else answer,
+        load = _load_mode(url, model_name, input_name, pixels, reference_model,
+                          encoded_files=encoded_files, recipe=served_recipe(served) if encoded_files else None,
                           output=first, fp16=answer.dtype == np.float16 or (served.get("parameters", {}) or {}).get("fna_fp16", {}).get("string_value") == "true",
                           allow_degenerate=allow_degenerate or reference_model is None,
-                          reference_label=f"PyTorch {compare_model}" if reference_model is not None else "the first answer",
+                          reference_label=f"PyTorch {compare_model}" if reference_model is not None else "the server's lone answer",
                           concurrency=concurrency or 1, duration=duration or 10.0, max_requests=max_requests)
         record["load"] = load.to_dict()
         console.print(load.summary(), highlight=False)
+        for note in load.notes:
+            console.print(f"note: {note}", highlight=False)
     record["server"] = _server_side(console, scrape_url, metrics_before, metrics_note, model_name,
                                     1 + (load.requests if load is not None else 0), quiet)
     if json_path:
@@ -309,16 +320,52 @@ def _server_side(console: Any, scrape_url: str, before: Optional[dict], note: Op
             "note": "averages per request between two scrapes of the metrics endpoint; other clients' requests count too"}
 
 
-def _load_mode(url: str, model_name: str, inputs: dict, reference: Any, *, output: str, fp16: bool, allow_degenerate: bool,
-               reference_label: str, concurrency: int, duration: float, max_requests: Optional[int]):
+LOAD_INPUTS = 8  # distinct inputs the load mode cycles through
+
+
+def _load_mode(url: str, model_name: str, input_name: str, pixels: Any, reference_model: Any, *, output: str, fp16: bool,
+               allow_degenerate: bool, reference_label: str, concurrency: int, duration: float, max_requests: Optional[int],
+               encoded_files: Optional[list] = None, recipe: Optional[dict] = None):
+    """Load with distinct inputs, each answer checked against its own input's reference: the
+    --compare model's output, or the server's answer to that input asked alone before the load.
+    For an images-in ensemble (``encoded_files``) the distinct inputs are the files and flipped or
+    rotated copies of them (lossless PNG), and the references come from the recipe's pixels."""
+    import torch
+
     from ..export.check import compare
-    from ..triton.load import run_load
+    from ..triton import TritonHttpClient
+    from ..triton.load import distinct_inputs, run_load
 
-    def check(answer: Any) -> Optional[str]:
-        if answer.shape != reference.shape:
-            return f"shape {list(answer.shape)}, expected {list(reference.shape)}"
-        parity = compare(reference, answer, batch=answer.shape[0], output=output, fp16=fp16, allow_degenerate=allow_degenerate)
-        return None if parity.passed else parity.describe()
+    if encoded_files is not None:
+        from ..triton.ensemble import distinct_image_files, encoded_payload, preprocess_files
 
-    return run_load(url, model_name, inputs, check, concurrency=concurrency, duration=duration, max_requests=max_requests,
-                    reference=reference_label)
+        versions = distinct_image_files(encoded_files, LOAD_INPUTS)
+        requests = [{input_name: encoded_payload(v)} for v in versions]
+        arrays = [preprocess_files(v, recipe) for v in versions]
+    else:
+        arrays = distinct_inputs(pixels.numpy(), LOAD_INPUTS)
+        requests = [{input_name: a} for a in arrays]
+    if reference_model is not None:
+        with torch.inference_mode():
+            outs = [reference_model(torch.from_numpy(a)) for a in arrays]
+        references = [(o[0] if isinstance(o, (tuple, list)) else o).detach().float().numpy() for o in outs]
+    else:
+        with TritonHttpClient(url) as client:
+            references = [client.infer(model_name, request).outputs[output] for request in requests]
+
+    def check_against(reference: Any):
+        def check(answer: Any) -> Optional[str]:
+            if answer.shape != reference.shape:
+                return f"shape {list(answer.shape)}, expected {list(reference.shape)}"
+            parity = compare(reference, answer, batch=answer.shape[0], output=output, fp16=fp16, allow_degenerate=allow_degenerate)
+            return None if parity.passed else parity.describe()
+        return check
+
+    report = run_load(url, model_name, requests, [check_against(r) for r in references],
+                      concurrency=concurrency, duration=duration, max_requests=max_requests,
+                      reference=f"{reference_label} of each of {len(arrays)} distinct inputs")
+    alike = sum(check_against(references[0])(r) is None for r in references[1:])
+    if alike:
+        report.notes.append(f"{alike} of the other inputs get the same answer as the first within tolerance: "
+                            "an answer swapped between those requests would not show")
+    return report

@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 
 import click
 
+from ..config import MAX_LANDMARKS, MAX_PINV_ITERS  # noqa: F401  (the bounds of config values, flags and files alike)
 from ..utils import DEVICES, resolve_device  # noqa: F401  (commands import both from here)
 
 # the spellings the vocabulary test holds every command to: flag -> (what it means, its parameter)
@@ -32,6 +33,22 @@ VOCABULARY = {
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
+# upper bounds of the numeric flags (every one has one: an unbounded count can run for days or
+# overflow a library's int32/int64); a value outside gets click's one-line range error, exit 2
+MAX_RESOLUTION = 16384  # px
+MAX_BATCH = 4096
+MAX_COUNT = 1_000_000  # iterations, warmup runs, random inputs
+MAX_THREADS = 1024
+MAX_SEED = 2**32 - 1
+MAX_REQUESTS = 10**9
+MIN_OPSET, MAX_OPSET = 18, 23  # the fna function bodies need 18; torch.onnx exports up to 23 (ONNX_MAX_OPSET)
+MAX_MODEL_VERSION = 2**63 - 1  # Triton versions are int64
+
+
+def count(low: int, high: int) -> click.IntRange:
+    """An integer flag within ``low..high`` (both inclusive)."""
+    return click.IntRange(low, high)
+
 
 def report_option(help: str = "Write the report as JSON to FILE.") -> Decorator:
     return click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE", help=help)
@@ -42,7 +59,7 @@ def json_option(help: str = "Print JSON to stdout instead of a table.") -> Decor
 
 
 def random_option(help: str, dest: str = "random_count") -> Decorator:
-    return click.option("--random", dest, type=click.IntRange(min=1), metavar="N", default=None, help=help)
+    return click.option("--random", dest, type=count(1, MAX_COUNT), metavar="N", default=None, help=help)
 
 
 def quiet_option(help: str = "No progress display; print only results and errors.") -> Decorator:

@@ -42,7 +42,7 @@ def plugin() -> None:
 @click.option("--tensorrt-root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="TensorRT (or, with --runtime tensorrt-rtx, TensorRT-RTX SDK) prefix with include/ and lib/ "
                    "(default: $TensorRT_ROOT / $TensorRT_RTX_ROOT or the usual paths).")
-@click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Parallel compile jobs (default: all cores).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 1024), default=None, help="Parallel compile jobs (default: all cores).")
 @quiet_option("Print only the summary.")
 @verbose_option("Show every compiler command (CMake's verbose build).")
 @user_errors

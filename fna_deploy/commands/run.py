@@ -10,7 +10,7 @@ import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
 from .common import check_output_dir, config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
-from .options import quiet_option, verbose_option
+from .options import MAX_COUNT, count, quiet_option, verbose_option
 
 
 def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
@@ -53,16 +53,17 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
 @click.option("--fp16", is_flag=True, help="fp16 exports and engine.")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library for the engine (default: the built one).")
 @click.option("--no-bench", is_flag=True, help="Skip the short benchmark.")
-@click.option("--bench-iters", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--bench-iters", type=count(1, MAX_COUNT), default=3, show_default=True)
 @click.option("--triton-backend", type=click.Choice(["tensorrt", "onnxruntime", "python"]), default=None,
               help="Backend of the Triton repository (default: tensorrt with an engine, else python).")
 @click.option("--force", is_flag=True, help="Overwrite an existing Triton repository in OUTDIR.")
+@click.option("--allow-degenerate", is_flag=True, help="Judge outputs that carry no signal (all equal, e.g. all zero) instead of failing.")
 @quiet_option()
 @verbose_option("Also list every file the run wrote.")
 @user_errors
 def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int], outdir: Optional[str],
         fp16: bool, plugin: Optional[str], no_bench: bool, bench_iters: int, triton_backend: Optional[str], force: bool,
-        quiet: bool, verbose: bool, **fna: Any) -> None:
+        allow_degenerate: bool, quiet: bool, verbose: bool, **fna: Any) -> None:
     """Take MODEL through the whole chain and summarise where every file went.
 
     Exports portable and TensorRT ONNX (checked with ONNX Runtime), builds the engine when
@@ -89,11 +90,12 @@ def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle
     if (out / "triton" / name).exists() and not force:
         raise CliError(f"{out / 'triton' / name} already exists; pass --force to overwrite it or choose another --outdir")
     if (out / "triton" / name).exists():
-        from ..triton import MARKER, is_fna_model_folder
+        from ..triton.repository import marker_problem
 
-        if not is_fna_model_folder(out / "triton" / name):
-            raise CliError(f"{out / 'triton' / name} was not written by fna-deploy (no {MARKER} in it), so --force does not "
-                           "replace it; move it away yourself or choose another --outdir")
+        problem = marker_problem(out / "triton" / name)
+        if problem is not None:
+            raise CliError(f"{out / 'triton' / name} was not written by fna-deploy ({problem}), so --force does not "
+                           "replace it; if it is yours or an older fna-deploy wrote it, adopt it by moving it away, or choose another --outdir")
     # how `fna-deploy infer --compare` can rebuild this model once it is served
     save_weights = arch is None and checkpoint is None and model.startswith("timm:")
     if save_weights:  # random weights: keep them, or nothing could reproduce the served model
@@ -109,7 +111,12 @@ def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle
         module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
         report = run_pipeline(module, config, out, model_label=model_label(model, arch), name=name, fp16=fp16, plugin=plugin,
                               bench=not no_bench, bench_iters=bench_iters, triton_backend=triton_backend, force=force,
-                              compare_spec=compare_spec, save_weights=save_weights, progress=step)
+                              compare_spec=compare_spec, save_weights=save_weights, progress=step, allow_degenerate=allow_degenerate)
     print_summary(report, Console(), verbose=verbose)
     if not report.passed:
+        degenerate = (report.verify or {}).get("degenerate")
+        if degenerate and not allow_degenerate:
+            raise CliError(f"the chain finished but the reference output carries no signal ({degenerate}): any implementation "
+                           f"would match it; use real weights, or pass --allow-degenerate; see {report.files['report']}",
+                           exit_code=EXIT_FAILED)
         raise CliError(f"the chain finished but a parity check failed; see {report.files['report']}", exit_code=EXIT_FAILED)

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from ..cli import CliError, user_errors
-from .options import quiet_option, verbose_option
+from .options import MAX_MODEL_VERSION, count, quiet_option, verbose_option
 
 
 def _preferred(value: Optional[str]) -> list[int]:
@@ -35,15 +35,15 @@ def _default_backend(artifact: Path) -> str:
 @click.argument("artifact", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "repository", required=True, type=click.Path(file_okay=False), help="Model repository folder (created if missing; other models in it are kept).")
 @click.option("--name", help="Model name in the repository (default: the artifact's file name).")
-@click.option("--version", "model_version", type=int, default=1, show_default=True, help="Model version folder.")
+@click.option("--version", "model_version", type=count(1, MAX_MODEL_VERSION), default=1, show_default=True, help="Model version folder.")
 @click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime", "python"]), default=None,
               help="tensorrt: a .plan engine; onnxruntime: a portable .onnx (GPU, optional TensorRT accelerator); python: a portable .onnx run by ONNX Runtime in a Python-backend model.py (CPU). Default: from the file suffix.")
-@click.option("--max-batch-size", type=int, default=None, help="Triton max_batch_size (default: the engine profile's max batch, or 8 for ONNX; 0 for a static batch).")
-@click.option("--instances", type=int, default=1, show_default=True, help="Model instances (instance_group count).")
+@click.option("--max-batch-size", type=count(0, 2**31 - 1), default=None, help="Triton max_batch_size (default: the engine profile's max batch, or 8 for ONNX; 0 for a static batch).")
+@click.option("--instances", type=count(1, 1024), default=1, show_default=True, help="Model instances (instance_group count).")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library to copy into the repository (tensorrt; onnxruntime adds the TensorRT accelerator with it).")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=None, help="Triton's dynamic batcher (default: on when the model batches).")
 @click.option("--preferred-batch", metavar="4,8", help="Preferred batch sizes for the dynamic batcher.")
-@click.option("--queue-delay-us", type=int, default=0, show_default=True, help="Max queue delay of the dynamic batcher, microseconds.")
+@click.option("--queue-delay-us", type=count(0, 3_600_000_000), default=0, show_default=True, help="Max queue delay of the dynamic batcher, microseconds.")
 @click.option("--cpu", is_flag=True, help="Run the instances on CPU (KIND_CPU; the python backend's default).")
 @click.option("--image-ensemble", "images", is_flag=True, help="Also take encoded images: a python-backend preprocessing model NAME_preprocess (the resize, crop and normalisation recorded at export) and an ensemble NAME_images (JPEG/PNG/WebP bytes in, the model's outputs out).")
 @click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")

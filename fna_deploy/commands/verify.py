@@ -12,8 +12,8 @@ from ..cli import EXIT_FAILED, CliError, user_errors
 from ..export.graph import check_writable
 from ..native import check_plugin_library
 from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
-                     read_onnx_metadata, steps)
-from .options import backend_list, openvino_precision_option, quiet_option, random_option, report_option, verbose_option
+                     read_onnx, steps)
+from .options import MAX_BATCH, backend_list, count, openvino_precision_option, quiet_option, random_option, report_option, verbose_option
 
 
 def print_report(report: Any, console: Any, verbose: bool = False) -> None:
@@ -53,7 +53,7 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library for --engine.")
 @click.option("--images", type=click.Path(file_okay=False), help="Folder of images, preprocessed as the model expects.")
 @random_option("N random inputs (default 2 when no --images).", dest="random_n")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per inference.")
+@click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True, help="Images per inference.")
 @click.option("--atol", type=FiniteFloatRange(min=0), default=1e-4, show_default=True)
 @click.option("--rtol", type=FiniteFloatRange(min=0), default=1e-3, show_default=True)
 @click.option("--allow-degenerate", is_flag=True, help="Judge outputs that carry no signal (all equal, e.g. all zero) instead of failing.")
@@ -85,7 +85,8 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
         raise CliError("--images and --random both choose the inputs; give one of them")
     onnx_backends = _onnx_backends(backends, onnx_path, openvino_precision)
     stored, source = None, None
-    onnx_meta = read_onnx_metadata(onnx_path)
+    checked = read_onnx(onnx_path)
+    onnx_meta = None if checked is None else checked.metadata
     if onnx_meta is not None and onnx_meta.get("fna_config"):
         stored, source = onnx_meta["fna_config"], onnx_path
     if engine_path is not None:
@@ -116,6 +117,8 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
         if onnx_meta is not None and _stored_resolution(onnx_meta) not in (None, info.img_size[0]):
             raise CliError(f"{onnx_path!r} was exported at {_stored_resolution(onnx_meta)} px but MODEL is built at "
                            f"{info.img_size[0]} px; drop --resolution or give the matching one")
+        if checked is not None:
+            _check_input_dims(checked, onnx_path, [info.in_chans, *info.img_size])
         if images:
             from ..images import load_images
 
@@ -166,6 +169,17 @@ def _onnx_backends(backends: Optional[str], onnx_path: Optional[str], precision:
     elif precision != "f32":
         raise CliError("--openvino-precision applies to the openvino backend; add openvino to --backends")
     return chosen
+
+
+def _check_input_dims(checked: Any, onnx_path: str, expected: list[int]) -> None:
+    """The ONNX's declared image input must take what MODEL takes (a hand-edited shape would fail in the runtime)."""
+    from ..export.validate import image_input
+
+    name, dims = image_input(checked)
+    if any(d != -1 and d != e for d, e in zip(dims[1:], expected)):
+        shown = ["B", *("?" if d == -1 else str(d) for d in dims[1:])]
+        raise CliError(f"--onnx {onnx_path!r} declares input {name!r} as [{', '.join(shown)}] but MODEL takes "
+                       f"[B, {', '.join(map(str, expected))}]; give the export of MODEL (or its --resolution)")
 
 
 def _stored_resolution(meta: dict) -> Optional[int]:

@@ -187,8 +187,11 @@ def export_onnx(
     if inline and target != "portable":
         raise ValueError(f"inlining expands the portable target's function bodies; the {target} target has none")
     opset = DEFAULT_OPSET if opset is None else opset
-    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 18:
-        raise ValueError(f"opset must be an int >= 18 (the fna function bodies need it), got {opset!r}")
+    from torch.onnx._constants import ONNX_MAX_OPSET
+
+    if isinstance(opset, bool) or not isinstance(opset, int) or not 18 <= opset <= ONNX_MAX_OPSET:
+        raise ValueError(f"opset must be an int from 18 (the fna function bodies need it) to {ONNX_MAX_OPSET} "
+                         f"(the newest torch.onnx exports), got {opset!r}")
     path = Path(path)
     if path.suffix != ".onnx":
         raise ValueError(f"output path {str(path)!r} should end in .onnx")

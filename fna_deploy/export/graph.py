@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Optional
@@ -107,34 +106,61 @@ def _uses_external_file(path: Path, data_name: str) -> bool:
     return False
 
 
+def _to_external(model: onnx.ModelProto, data_name: str) -> None:
+    """Mark the model's tensors of 1 KiB and more as external data in ``data_name`` (beside the model).
+    onnx's own conversion refuses a ``location`` that exists relative to the working directory, which
+    is not where the file goes; so convert without a location and name the file afterwards."""
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    convert_model_to_external_data(model, all_tensors_to_one_file=True, location=None, size_threshold=1024)
+    for tensor in onnx.external_data_helper._get_all_tensors(model):
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+
+
 def save_atomic(model: onnx.ModelProto, path: "str | os.PathLike[str]", *, external_data: Optional[bool] = None) -> list[Path]:
     """Write ``model`` to ``path`` (and ``path.data`` for external weights) all or nothing.
 
-    Everything is written into a temporary folder beside the target, then renamed into place, so
-    an interrupted or failed write leaves no half-written model. Returns the files written.
+    Everything is written into a staging folder beside the target, then renamed into place under
+    the folder's writer lock (:func:`fna_deploy.utils.folder_lock`: concurrent writers of one path
+    never mix one's model with another's weights), so an interrupted or failed write leaves no
+    half-written model. Files get 0666 less the umask (usually 0644). Returns the files written.
     """
+    from ..utils import clean_stale_staging, current_umask, folder_lock, staging_dir
+
     path = Path(path)
     check_writable(path)
+    parent = path.parent if str(path.parent) else Path(".")
     use_external = model.ByteSize() > EXTERNAL_DATA_THRESHOLD if external_data is None else external_data
     data_name = path.name + ".data"
-    data_path = path.parent / data_name
-    replaceable = data_path.exists() and _uses_external_file(path, data_name)  # the weights of the model being replaced
-    if use_external and data_path.exists() and not replaceable:
-        raise FileExistsError(17, f"{data_name} exists and is not the weights file of {path.name}; move it away or choose another output", str(data_path))
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    data_path = parent / data_name
+
+    def check_data_file() -> bool:
+        replaceable = data_path.exists() and _uses_external_file(path, data_name)  # the weights of the model being replaced
+        if use_external and (data_path.exists() or data_path.is_symlink()) and not replaceable:
+            raise FileExistsError(17, f"{data_name} exists and is not the weights file of {path.name}; move it away or choose another output", str(data_path))
+        return replaceable
+
+    check_data_file()  # early, before writing; again under the lock
+    staging = staging_dir(parent, path.name)
     try:
         staged = staging / path.name
         if use_external:
-            onnx.save_model(model, staged, save_as_external_data=True, all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
-        else:
-            onnx.save_model(model, staged)
+            _to_external(model, data_name)
+        onnx.save_model(model, staged)
+        for file in staging.iterdir():
+            os.chmod(file, 0o666 & ~current_umask())  # onnx writes external data 0600
         written = []
-        if use_external:
-            os.replace(staging / data_name, path.parent / data_name)
-            written.append(path.parent / data_name)
-        elif replaceable:
-            os.remove(data_path)  # the external weights of the model this write replaces: stale now
-        os.replace(staged, path)
+        with folder_lock(parent):
+            clean_stale_staging(parent, path.name)
+            replaceable = check_data_file()
+            if use_external:
+                os.replace(staging / data_name, data_path)
+                written.append(data_path)
+            elif replaceable:
+                os.remove(data_path)  # the external weights of the model this write replaces: stale now
+            os.replace(staged, path)
         written.insert(0, path)
         return written
     finally:

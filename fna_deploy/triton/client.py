@@ -58,10 +58,13 @@ class TritonHttpClient:
             raise ValueError(f"{what}: {exc.message() or exc}") from None
         except (ConnectionError, OSError) as exc:
             raise ValueError(f"cannot reach a Triton server at {self.url} ({type(exc).__name__})") from None
-        except Exception as exc:  # geventhttpclient raises its own connection errors
+        except Exception as exc:  # geventhttpclient raises its own connection and protocol errors
             if "connect" in type(exc).__name__.lower() or "connect" in str(exc).lower():
                 raise ValueError(f"cannot reach a Triton server at {self.url} ({type(exc).__name__})") from None
-            raise
+            # not HTTP (HTTPParseError), or HTTP whose body is not Triton's JSON (a JSON parse error)
+            detail = (str(exc).strip().splitlines() or [""])[0][:120]
+            raise ValueError(f"{what}: the server at {self.url} did not answer as a Triton HTTP server "
+                             f"({type(exc).__name__}{': ' + detail if detail else ''}); check the host and port") from None
 
     def server_ready(self) -> bool:
         return bool(self._call("server readiness", self.client.is_server_ready))

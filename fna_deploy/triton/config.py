@@ -3,8 +3,10 @@ tritonclient), and validated before anything is written."""
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .common import BACKENDS, DEFAULT_MAX_BATCH, TRITONCLIENT_HINT
@@ -33,6 +35,20 @@ def parse_config(text: str):
         raise ValueError(f"config.pbtxt does not parse as a Triton ModelConfig: {exc}") from None
 
 
+def read_config(path: "str | os.PathLike[str]"):
+    """Parse the config.pbtxt file at ``path``; the ValueError names the model folder and the file."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"model {path.parent.name!r}: {str(path)!r} is not text; rewrite it with fna-deploy triton") from None
+    try:
+        return parse_config(text)
+    except ValueError as exc:
+        raise ValueError(f"model {path.parent.name!r}: {str(path)!r} {str(exc).replace('config.pbtxt ', '', 1)}; "
+                         "fix it or rewrite the model with fna-deploy triton --force") from None
+
+
 def render_config(config) -> str:
     from google.protobuf import text_format
 
@@ -48,8 +64,8 @@ def validate_name(name: str) -> str:
 
 
 def validate_version(version: Any) -> int:
-    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
-        raise ValueError(f"model version must be an int >= 1, got {version!r}")
+    if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= 2**63 - 1:
+        raise ValueError(f"model version must be an int from 1 to 2^63-1 (Triton's int64), got {version!r}")
     return version
 
 

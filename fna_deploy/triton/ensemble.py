@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .config import RepositoryOptions, build_config, parse_config, render_config, validate_name
-from .repository import MARKER, PYTHON_MODEL, is_fna_model_folder
+from .repository import PYTHON_MODEL, check_target, write_marker
 from .tensors import TensorSpec, onnx_info
 
 IMAGE_INPUT = "image"  # the ensemble's input: one encoded image per batch item (TYPE_STRING, dims [1])
@@ -109,12 +109,7 @@ def check_targets(repository: "str | os.PathLike[str]", name: str, *, force: boo
     """The two names, after refusing folders that exist (without ``force``) or that fna-deploy did not write."""
     names = images_names(name)
     for model in names:
-        target = Path(repository) / model
-        if target.exists() or target.is_symlink():
-            if not force:
-                raise FileExistsError(17, "model already in the repository (use --force to replace it)", str(target))
-            if not is_fna_model_folder(target):
-                raise ValueError(f"{str(target)!r} was not written by fna-deploy (no {MARKER} in it), so --force does not replace it")
+        check_target(Path(repository) / model, force)
     return names
 
 
@@ -161,7 +156,6 @@ def _ensemble_config(name: str, model: Any, preprocess: str) -> Any:
 def write_image_models(repository: "str | os.PathLike[str]", name: str, recipe: dict, *, force: bool = False,
                        instances: int = 1) -> ImagesReport:
     """Write ``NAME_preprocess`` and ``NAME_images`` for the model ``NAME`` already in ``repository``."""
-    from .._version import __version__
     from ..utils import replace_folder_atomic
 
     repository = Path(repository)
@@ -184,7 +178,6 @@ def write_image_models(repository: "str | os.PathLike[str]", name: str, recipe: 
     pre_config = build_config(options, [TensorSpec(IMAGE_INPUT, "bytes", [-1, 1])], [TensorSpec(PIXELS, "float32", [-1, *wanted])],
                               parameters={"preprocess": json.dumps(recipe, sort_keys=True)})
     ens_config = _ensemble_config(ensemble, model, preprocess)
-    marker = json.dumps({"written_by": "fna-deploy", "version": __version__, "images_for": name}) + "\n"
     library = Path(__file__).with_name("preprocess.py").read_text()
 
     def write_preprocess(staging: Path) -> None:
@@ -192,17 +185,17 @@ def write_image_models(repository: "str | os.PathLike[str]", name: str, recipe: 
         (staging / "1" / "model.py").write_text(PREPROCESS_MODEL)
         (staging / "1" / PREPROCESS_FILE).write_text(library)
         (staging / "config.pbtxt").write_text(f"# written by fna-deploy: images in for {name}\n" + render_config(pre_config))
-        (staging / MARKER).write_text(marker)
+        write_marker(staging, preprocess, images_for=name)
 
     def write_ensemble(staging: Path) -> None:
         (staging / "1").mkdir()  # an ensemble needs a version folder, empty
         (staging / "config.pbtxt").write_text(f"# written by fna-deploy: encoded images -> {name}\n" + render_config(ens_config))
-        (staging / MARKER).write_text(marker)
+        write_marker(staging, ensemble, images_for=name)
 
     written: list[Path] = []
     try:
         for model_name, populate in ((preprocess, write_preprocess), (ensemble, write_ensemble)):
-            written.append(replace_folder_atomic(repository / model_name, populate))
+            written.append(replace_folder_atomic(repository / model_name, populate, check=lambda t: check_target(t, force)))
     except BaseException:
         import shutil
 
@@ -265,3 +258,39 @@ def preprocess_files(files: list[tuple[Path, bytes]], recipe: dict):
         except ValueError as exc:
             raise ValueError(f"{str(path)!r}: {exc}") from None
     return np.stack(arrays)
+
+
+def encoded_payload(files: list[tuple[Path, bytes]]):
+    """The request tensor of an images-in model: one encoded image per batch row, [N, 1] of bytes."""
+    import numpy as np
+
+    return np.array([[data] for _, data in files], dtype=object)
+
+
+# lossless changes that make a different image (and answer) of any image: the load mode's distinct inputs
+_TRANSPOSES = (None, "FLIP_LEFT_RIGHT", "FLIP_TOP_BOTTOM", "ROTATE_180", "TRANSPOSE", "ROTATE_90", "ROTATE_270", "TRANSVERSE")
+
+
+def distinct_image_files(files: list[tuple[Path, bytes]], count: int) -> list[list[tuple[Path, bytes]]]:
+    """``count`` versions of ``files``: the files as they are, then flipped or rotated copies encoded as
+    PNG (lossless), so every version is another image whose answer differs."""
+    import io
+
+    from PIL import Image
+
+    if count < 1:
+        raise ValueError(f"count must be >= 1, got {count!r}")
+    versions = [list(files)]
+    for k in range(1, count):
+        method = Image.Transpose[_TRANSPOSES[k % len(_TRANSPOSES)]]
+        version = []
+        for path, data in files:
+            with Image.open(io.BytesIO(data)) as image:
+                image.load()
+                if image.mode not in ("1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"):
+                    image = image.convert("RGB")  # e.g. CMYK JPEG: PNG cannot hold it
+                out = io.BytesIO()
+                image.transpose(method).save(out, format="PNG")
+            version.append((path, out.getvalue()))
+        versions.append(version)
+    return versions

@@ -7,15 +7,15 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .._version import __version__
-from ..utils import current_umask
+from ..utils import current_umask, replace_folder_atomic
 from .common import BACKENDS, LOOPBACK
-from .config import RepositoryOptions, build_config, check_config, parse_config, render_config, validate_name, validate_version
+from .config import (RepositoryOptions, build_config, check_config, parse_config, read_config, render_config, validate_name,
+                     validate_version)
 from .tensors import EngineIO, TensorSpec, load_sidecar, onnx_info, sidecar_path
 
 
@@ -192,10 +192,64 @@ def perf_analyzer_command(name: str, *, url: str = f"{LOOPBACK}:8000", max_concu
 MARKER = ".fna-deploy-model"  # in every model folder fna-deploy writes; --force replaces only those
 
 
-def is_fna_model_folder(folder: "str | os.PathLike[str]") -> bool:
-    """Whether ``folder`` is a model folder fna-deploy wrote (it holds the marker file)."""
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def marker_problem(folder: "str | os.PathLike[str]") -> Optional[str]:
+    """Why ``folder`` is not a model folder fna-deploy wrote, or None when it is. The marker must
+    prove more than its existence: a JSON record by fna-deploy naming this folder and holding the
+    SHA-256 of the folder's config.pbtxt (an empty or copied marker proves nothing)."""
     folder = Path(folder)
-    return folder.is_dir() and not folder.is_symlink() and (folder / MARKER).is_file()
+    marker = folder / MARKER
+    if folder.is_symlink() or not folder.is_dir():
+        return "not a folder"
+    if marker.is_symlink() or not marker.is_file():
+        return f"no {MARKER} in it"
+    try:
+        record = json.loads(marker.read_text())
+    except (ValueError, OSError):
+        return f"its {MARKER} is not fna-deploy's JSON record"
+    if not isinstance(record, dict) or record.get("written_by") != "fna-deploy":
+        return f"its {MARKER} is not fna-deploy's JSON record"
+    if "config_sha256" not in record or "name" not in record:
+        return f"its {MARKER} predates the checked marker (no name and config digest)"
+    if record.get("name") != folder.name:
+        return f"its {MARKER} was written for a model named {record.get('name')!r}"
+    config = folder / "config.pbtxt"
+    if config.is_symlink() or not config.is_file() or _digest(config) != record.get("config_sha256"):
+        return f"its config.pbtxt is not the one its {MARKER} records"
+    return None
+
+
+def is_fna_model_folder(folder: "str | os.PathLike[str]") -> bool:
+    """Whether ``folder`` is a model folder fna-deploy wrote (its marker checks out: :func:`marker_problem`)."""
+    return marker_problem(folder) is None
+
+
+def write_marker(folder: Path, name: str, **fields: Any) -> None:
+    """The marker of a model folder staged in ``folder`` that will be named ``name``: fna-deploy's
+    JSON record with the name and the SHA-256 of its config.pbtxt (write the config first)."""
+    record = {"written_by": "fna-deploy", "version": __version__, **fields, "name": name, "config_sha256": _digest(folder / "config.pbtxt")}
+    (folder / MARKER).write_text(json.dumps(record) + "\n")
+
+
+def check_target(target: Path, force: bool) -> None:
+    """The rules for an existing model folder: refused without ``force``; with it, replaced only
+    when fna-deploy wrote it."""
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not force:
+        raise FileExistsError(17, "model already in the repository (use --force to replace it)", str(target))
+    problem = marker_problem(target)
+    if problem is not None:
+        raise ValueError(
+            f"{str(target)!r} was not written by fna-deploy ({problem}), so --force does not replace it; if it is yours, or "
+            f"an older fna-deploy wrote it, adopt it by moving it away (mv {_quote(str(target))} ELSEWHERE) and rerun, "
+            "or choose another --name"
+        )
 
 
 def write_repository(
@@ -233,14 +287,7 @@ def write_repository(
     if not repository.parent.exists() and not repository.exists():
         raise FileNotFoundError(2, "the repository's parent folder does not exist", str(repository.parent))
     target = repository / options.name
-    if target.exists() or target.is_symlink():
-        if not force:
-            raise FileExistsError(17, "model already in the repository (use --force to replace it)", str(target))
-        if not is_fna_model_folder(target):
-            raise ValueError(
-                f"{str(target)!r} was not written by fna-deploy (no {MARKER} in it), so --force does not replace it; "
-                "move it away yourself or choose another --name"
-            )
+    check_target(target, force)  # early, before any work; again under the lock at the swap
 
     inputs, outputs, profile, params, external, sidecar = _artifact_tensors(artifact, options.backend)
     plugin = options.plugin or (sidecar.plugin if sidecar is not None and sidecar.plugin else None)
@@ -272,10 +319,7 @@ def write_repository(
 
     created_repository = not repository.exists()
     repository.mkdir(parents=False, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{options.name}.staging.", dir=repository))
-    written = False
-    try:
-        os.chmod(staging, 0o777 & ~current_umask())  # mkdtemp makes 0700; the server may run as another user
+    def populate(staging: Path) -> None:
         version_dir = staging / str(options.version)
         version_dir.mkdir()
         if options.backend == "tensorrt":
@@ -291,28 +335,21 @@ def write_repository(
                 shutil.copy2(source, version_dir / name)
             if options.backend == "python":
                 (version_dir / "model.py").write_text(PYTHON_MODEL)
+        for copied in version_dir.iterdir():  # the server may run as another user: 0644, whatever the source had
+            os.chmod(copied, 0o666 & ~current_umask())
         if plugin:
             (staging / "plugins").mkdir()
             shutil.copy2(plugin, staging / "plugins" / Path(plugin).name)
         (staging / "config.pbtxt").write_text(text)
-        (staging / MARKER).write_text(json.dumps({"written_by": "fna-deploy", "version": __version__, "artifact": artifact.name}) + "\n")
-        # swap into place: the old folder (force) is moved aside first and removed after the rename
-        old = None
-        if target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{options.name}.old.", dir=repository))
-            os.replace(target, old / options.name)
-        try:
-            os.replace(staging, target)
-        except BaseException:
-            if old is not None:
-                os.replace(old / options.name, target)
-            raise
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        write_marker(staging, options.name, artifact=artifact.name)
+
+    written = False
+    try:
+        # staged, then swapped in under the repository's writer lock: the name check and the rename
+        # are one step for every process, so of concurrent writers of one name exactly one wins
+        replace_folder_atomic(target, populate, check=lambda t: check_target(t, force))
         written = True
     finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
         if not written and created_repository:
             try:  # a repository this call created goes again, but only while it is empty: another
                 repository.rmdir()  # process may have written its own models into it meanwhile
@@ -369,7 +406,7 @@ def check_repository(repository: "str | os.PathLike[str]") -> list[str]:
         config_path = model_dir / "config.pbtxt"
         if not config_path.is_file():
             raise ValueError(f"{str(model_dir)!r} has no config.pbtxt; is {str(repository)!r} a model repository?")
-        config = parse_config(config_path.read_text())
+        config = read_config(config_path)
         if config.name and config.name != model_dir.name:
             raise ValueError(f"model folder {model_dir.name!r} holds a config named {config.name!r}; Triton needs them equal")
         names.append(model_dir.name)

@@ -153,14 +153,14 @@ def cause_line(log: str) -> Optional[str]:
 
 def model_backends(repository: "str | os.PathLike[str]") -> dict[str, str]:
     """model name -> the backend its config.pbtxt needs (tensorrt, onnxruntime, python, ...)."""
-    from .config import parse_config
+    from .config import read_config
 
     platforms = {"tensorrt_plan": "tensorrt", "onnxruntime_onnx": "onnxruntime", "pytorch_libtorch": "pytorch"}
     needed = {}
     for config_path in sorted(Path(repository).glob("*/config.pbtxt")):
         if config_path.parent.name.startswith("."):
             continue
-        config = parse_config(config_path.read_text())
+        config = read_config(config_path)
         needed[config_path.parent.name] = config.backend or platforms.get(config.platform, config.platform)
     return needed
 

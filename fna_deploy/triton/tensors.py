@@ -170,15 +170,10 @@ class OnnxInfo:
 
 def onnx_info(path: "str | os.PathLike[str]") -> OnnxInfo:
     """Inputs, outputs, metadata and external data files of an ONNX model (weights not loaded)."""
-    import onnx
+    from ..export.validate import validate_onnx
 
-    from ..export.graph import read_metadata
-
-    path = Path(path)
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf decode errors have many types
-        raise ValueError(f"{str(path)!r} is not a readable ONNX model ({type(exc).__name__})") from None
+    checked = validate_onnx(path)  # the one validation pass: opsets, dims, fna attributes, external data inside the folder
+    model = checked.model
     initializers = {i.name for i in model.graph.initializer}
 
     def specs(values) -> list[TensorSpec]:
@@ -196,7 +191,4 @@ def onnx_info(path: "str | os.PathLike[str]") -> OnnxInfo:
             out.append(TensorSpec(v.name, dtype, dims))
         return out
 
-    external = sorted(
-        {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
-    )
-    return OnnxInfo(specs(model.graph.input), specs(model.graph.output), read_metadata(model), external)
+    return OnnxInfo(specs(model.graph.input), specs(model.graph.output), checked.metadata, checked.external_data)

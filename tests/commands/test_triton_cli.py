@@ -54,7 +54,7 @@ def test_triton_writes_repository_and_prints_commands(tmp_path):
         (["--max-batch-size", "0"], "max_batch_size 0 means no batching"),
         (["--max-batch-size", "4", "--preferred-batch", "8"], "outside 1..max_batch_size (4)"),
         (["--preferred-batch", "four"], "expected comma-separated batch sizes"),
-        (["--version", "0"], "version must be an int >= 1"),
+        (["--version", "0"], "0 is not in the range 1<=x<="),
         (["--backend", "tensorrt"], "serves an engine"),
         (["--backend", "python", "--plugin", "lib.so"], "takes no plugin"),
     ],

@@ -102,3 +102,24 @@ sys.exit(main(["export", "timm:vit_tiny_patch16_224", "--resolution", "32", "--l
     assert proc.returncode == 143, err
     assert err.strip().splitlines()[-1].startswith("error: interrupted by SIGTERM") and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_external_data_rerun_in_its_own_folder_and_mode(tmp_path, monkeypatch):
+    """``export -o keep.onnx --external-data`` run again where keep.onnx.data lies: its own weights are
+    replaced (onnx's check looked relative to the working directory), and they are written 0644."""
+    model = _model(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    old_mask = os.umask(0o022)
+    try:
+        save_atomic(model, "keep.onnx", external_data=True)
+        save_atomic(_model(tmp_path), "keep.onnx", external_data=True)
+        assert (tmp_path / "keep.onnx.data").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "keep.onnx").stat().st_mode & 0o777 == 0o644
+    finally:
+        os.umask(old_mask)
+    import numpy as np
+
+    reloaded = onnx.load(str(tmp_path / "keep.onnx"))
+    assert np.array_equal(onnx.numpy_helper.to_array(reloaded.graph.initializer[0]),
+                          onnx.numpy_helper.to_array(_model(tmp_path).graph.initializer[0]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.onnx", "keep.onnx.data", "source.onnx"]

@@ -51,7 +51,7 @@ def test_bad_names(tmp_path, name):
 @pytest.mark.parametrize(
     "options, onnx_kwargs, message",
     [
-        ({"version": 0}, {}, "version must be an int >= 1"),
+        ({"version": 0}, {}, "version must be an int from 1 to 2^63-1"),
         ({"max_batch_size": 4}, {"batch": 1}, "static batch dimension"),
         ({"max_batch_size": 0}, {}, "max_batch_size 0 means no batching"),
         ({"max_batch_size": -1}, {}, "max_batch_size must be an int >= 0"),

@@ -105,6 +105,12 @@ def test_a_repository_path_with_a_space_serves_and_load_mode_checks_every_answer
         load = json.loads(out.read_text())["load"]
         assert load["errors"] == 0 and load["mismatches"] == 0 and 0 < load["requests"] <= 40 and load["passed"]
         assert load["reference"].startswith("PyTorch") and load["p99_ms"] >= load["p50_ms"] > 0
+        assert load["distinct_inputs"] == 8 and "of each of 8 distinct inputs" in load["reference"]
+        alone = CliRunner().invoke(cli, ["infer", server.http_url, "tiny", "--random", "1", "--concurrency", "3", "--requests", "24",
+                                         "--report", str(out)])
+        assert alone.exit_code == 0, alone.output  # no --compare: each input's answer asked alone first, then under load
+        load = json.loads(out.read_text())["load"]
+        assert load["mismatches"] == 0 and load["requests"] == 24 and load["reference"].startswith("the server's lone answer")
         bad = CliRunner().invoke(cli, ["infer", server.http_url, "nope", "--concurrency", "2", "--duration", "1"])
         assert bad.exit_code == 2 and bad.stderr.startswith("error: model 'nope' is not ready")
     assert list(own_tmp.iterdir()) == []  # stopped: the server's work folder is gone

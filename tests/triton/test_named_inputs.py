@@ -1,0 +1,55 @@
+"""Messages name the input they are about: a broken config.pbtxt names its model and file, an empty
+artifact names the file (not "a model config needs inputs and outputs")."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from fna_deploy.cli import cli
+from fna_deploy.triton import RepositoryOptions, write_repository
+
+from .conftest import tiny_onnx
+
+pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient")
+
+
+@pytest.mark.parametrize("content, needle", [(b'name: "vit" backend: python" {{', "does not parse as a Triton ModelConfig"),
+                                             (b"\xff\xfe\x00", "is not text")])
+def test_serve_names_the_model_with_a_broken_config(tmp_path, content, needle):
+    report = write_repository(tiny_onnx(tmp_path / "m.onnx"), tmp_path / "repo", RepositoryOptions(name="vit", backend="python"))
+    config = tmp_path / "repo" / "vit" / "config.pbtxt"
+    config.write_bytes(content)
+    result = CliRunner().invoke(cli, ["serve", str(tmp_path / "repo"), "--http-port", "1"])
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: model 'vit': {str(config)!r} {needle}"), lines
+    assert report.name == "vit"
+
+
+def test_triton_on_an_empty_file_names_it(tmp_path):
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    result = CliRunner().invoke(cli, ["triton", str(empty), "-o", str(tmp_path / "repo")])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {str(empty)!r} holds no ONNX graph; give a .onnx written by 'fna-deploy export'"
+    assert not (tmp_path / "repo").exists()
+
+
+def test_infer_image_messages_name_the_users_file(tmp_path):
+    import shutil
+
+    from fna_deploy.commands.infer import _images
+
+    text = tmp_path / "passwd"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    fake = tmp_path / "fake.png"
+    shutil.copy(text, fake)
+    cases = [(str(text), f"--image {str(text)!r}: not an image file (.jpg"),
+             ("/dev/zero", "--image '/dev/zero' is not a regular file or folder"),
+             (str(fake), f"--image {str(fake)!r}: cannot read image {str(fake)!r}")]
+    for image, message in cases:
+        with pytest.raises(ValueError) as info:
+            _images(image, [1, 3, 32, 32], None, 0)
+        assert str(info.value).startswith(message), str(info.value)
+        assert "/tmp/tmp" not in str(info.value).replace(str(tmp_path), "")  # no temporary folder named
