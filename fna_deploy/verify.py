@@ -68,9 +68,13 @@ def torch_runner(model: nn.Module, name: str, input_shape: Sequence[int], device
 
 
 def onnxrt_runner(path: "str | Path"):
+    """ONNX Runtime on an export; a trt-target export runs with its function bodies attached."""
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
-    return OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"]), name=ONNXRT)
+    from .export.check import runnable_onnx
+
+    source, _note = runnable_onnx(path)
+    return OnnxrtRunner(SessionFromOnnx(source, providers=["cpu"]), name=ONNXRT)
 
 
 def trt_runner(engine_path: "str | Path", plugin: Optional[str] = None):

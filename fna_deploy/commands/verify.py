@@ -12,7 +12,7 @@ from ..cli import EXIT_FAILED, CliError, user_errors
 from ..export.graph import check_writable
 from ..native import check_plugin_library
 from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
-                     read_onnx_metadata, steps)
+                     read_onnx_metadata, recorded_seed, steps, weights_seed_for)
 from .options import quiet_option, random_option, report_option, verbose_option
 
 
@@ -56,7 +56,8 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
 @verbose_option("Also print the polygraphy comparison of every pair.")
 @click.pass_context
 @user_errors
-def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
+def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optional[str], weights_seed: Optional[int],
+           allow_pickle: bool, resolution: Optional[int],
            onnx_path: Optional[str], engine_path: Optional[str], plugin: Optional[str], images: Optional[str],
            random_n: Optional[int], batch: int, atol: float, rtol: float, allow_degenerate: bool, report_path: Optional[str], quiet: bool, verbose: bool,
            **fna: Any) -> None:
@@ -81,6 +82,7 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
     onnx_meta = read_onnx_metadata(onnx_path)
     if onnx_meta is not None and onnx_meta.get("fna_config"):
         stored, source = onnx_meta["fna_config"], onnx_path
+    seed_recorded, seed_source = recorded_seed(onnx_meta), onnx_path
     if engine_path is not None:
         check_input_file(engine_path, "--engine", "give a .plan written by 'fna-deploy build'")
         if plugin is not None:
@@ -91,19 +93,22 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
             require_tensorrt()
         except TensorRTUnavailable as exc:
             raise CliError(f"--engine {engine_path!r} cannot run here: {exc}") from None
-        sidecar = _engine_config(engine_path)
+        sidecar, sidecar_seed = _engine_config(engine_path)
         if stored is None and sidecar:
             stored, source = sidecar, f"{engine_path}.json"
+        if seed_recorded is None and sidecar_seed is not None:
+            seed_recorded, seed_source = sidecar_seed, f"{engine_path}.json"
     elif plugin is not None:
         raise CliError("--plugin is for --engine; add --engine ENGINE.plan or drop --plugin")
     if report_path:
         check_writable(Path(report_path))
     if onnx_meta is not None and resolution is None and _stored_resolution(onnx_meta) and (arch or model.startswith(("timm:", "hf:"))):
         resolution = _stored_resolution(onnx_meta)  # build the reference at the exported resolution
+    seed = weights_seed_for(model, checkpoint, arch, weights_seed, seed_recorded, seed_source or "")
     console = Console()
     with steps(Console(stderr=True), enabled=not quiet) as step:
-        step("loading the model")
-        module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
+        step("loading the model" + (f" with random weights (seed {seed})" if seed is not None else ""))
+        module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution, seed)
         info = model_info(module)
         patch(module, artifact_config(ctx, fna, stored, source, info.num_blocks))
         if onnx_meta is not None and _stored_resolution(onnx_meta) not in (None, info.img_size[0]):
@@ -122,7 +127,7 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
         feeds = [pixels[i : i + batch] for i in range(0, len(pixels), batch)]  # the last may be smaller
         step("running and comparing")
         report = run_verify(module, feeds, onnx_path=onnx_path, engine_path=engine_path, plugin=plugin, atol=atol, rtol=rtol,
-                            model_label=model_label(model, arch), inputs_label=label, allow_degenerate=allow_degenerate)
+                            model_label=model_label(model, arch) + (f", random weights (seed {seed})" if seed is not None else ""), inputs_label=label, allow_degenerate=allow_degenerate)
     if report_path:
         report.write_json(report_path)
     print_report(report, console, verbose=verbose)
@@ -130,9 +135,11 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
         raise CliError(f"the reference output carries no signal ({report.degenerate}): any implementation would match it; "
                        "use real weights (--checkpoint) or images, or pass --allow-degenerate", exit_code=EXIT_FAILED)
     if not report.passed:
+        from ..loading import RANDOM_FAIL_HINT
+
         failed = next(p for p in report.pairs if p.gating and not p.passed)
         raise CliError(f"{failed.other} differs from {failed.reference}: max abs error {failed.max_abs:.3g}, rel L2 {failed.rel_l2:.3g} "
-                       f"(atol {atol:g}, rtol {rtol:g})", exit_code=EXIT_FAILED)
+                       f"(atol {atol:g}, rtol {rtol:g})" + (f"; {RANDOM_FAIL_HINT}" if seed is not None else ""), exit_code=EXIT_FAILED)
     if len(report.pairs) == sum(not p.gating for p in report.pairs):
         console.print("[yellow]note:[/yellow] no --onnx or --engine given: only FNA vs dense was measured")
 
@@ -145,13 +152,15 @@ def _stored_resolution(meta: dict) -> Optional[int]:
     return int(shape[2]) if isinstance(shape, list) and len(shape) == 4 and shape[2] == shape[3] else None
 
 
-def _engine_config(engine_path: str) -> Optional[dict]:
+def _engine_config(engine_path: str) -> "tuple[Optional[dict], Optional[int]]":
+    """The FNA config and the random-weights seed an engine's sidecar records (None where absent)."""
     from ..trt import EngineSidecar
 
     sidecar = EngineSidecar.path_for(engine_path)
     if not sidecar.is_file():
-        return None
+        return None, None
     try:
-        return EngineSidecar.from_json(sidecar.read_text()).fna_config
+        data = EngineSidecar.from_json(sidecar.read_text())
+        return data.fna_config, recorded_seed(data.extra)
     except (ValueError, TypeError) as exc:
         raise CliError(f"{str(sidecar)!r} is not a readable engine sidecar ({type(exc).__name__}); rebuild the engine with 'fna-deploy build'") from None

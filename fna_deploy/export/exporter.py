@@ -21,9 +21,10 @@ from torch import nn
 
 from .._version import __version__
 from ..config import FNAConfig
+from ..loading import weights_label
 from ..patching import model_info, patch, patch_record, unpatch
 from . import graph as graph_ops
-from .check import ParityResult, check_parity
+from .check import ParityResult, check_parity, runnable_onnx
 from .functions import attach_functions
 from .schemas import DOMAIN, register_schemas
 from .translation import translation_table
@@ -53,6 +54,7 @@ class ExportReport:
     parity: list[dict] = field(default_factory=list)
     check_note: Optional[str] = None
     total_seconds: float = 0.0
+    weights: str = "the given weights"  # or "random weights (seed N)" (loading.weights_label)
 
     @property
     def fna_nodes(self) -> dict[str, int]:
@@ -154,6 +156,7 @@ def export_onnx(
     external_data: Optional[bool] = None,
     progress: Optional[Callable[[str], None]] = None,
     allow_degenerate: bool = False,
+    random_seed: Optional[int] = None,
 ) -> ExportReport:
     """Export ``model`` with FNA attention (``config``) to ONNX at ``path``.
 
@@ -163,6 +166,8 @@ def export_onnx(
     was found. With ``check`` the written file is run with ONNX Runtime against PyTorch at
     batch 1 (and 2 when the batch is dynamic); see ``ExportReport.passed``. An output without signal
     (every value equal, e.g. a zero-initialised head) fails the check unless ``allow_degenerate``.
+    ``random_seed``: the model holds random weights drawn from this seed (recorded in the file, so
+    verify/infer rebuild the same model); None: real weights.
     """
     started = time.perf_counter()
     step = progress or (lambda _msg: None)
@@ -247,6 +252,8 @@ def export_onnx(
                 "tokens": str(tokens) if tokens is not None else "",
                 "fp16": str(bool(fp16)).lower(),
                 "input_shape": json.dumps(list(shape)),
+                "random_seed": str(random_seed) if random_seed is not None else "",
+                "weights": weights_label(random_seed),
             },
         )
         proto.producer_name = "fna-deploy"
@@ -275,18 +282,15 @@ def export_onnx(
             file_size=sum(f.stat().st_size for f in files),
             files=[str(f) for f in files],
             export_seconds=round(export_seconds, 2),
+            weights=weights_label(random_seed),
         )
         if check:
             step("checking parity with ONNX Runtime")
             batches = [1, 2] if dynamic_batch else [shape[0]]
-            if target == "trt":
-                # ONNX Runtime cannot run the bare plugin nodes: check the same graph with the bodies attached
-                runnable = onnx.load(str(path))
-                attach_functions(runnable)
-                source = runnable.SerializeToString() if runnable.ByteSize() < graph_ops.EXTERNAL_DATA_THRESHOLD else str(path)
+            # ONNX Runtime cannot run the bare plugin nodes of a trt target: the same graph with the bodies attached
+            source, note = runnable_onnx(path)
+            if note:
                 report.check_note = "trt target checked with the portable function bodies attached in memory"
-            else:
-                source = str(path)
             results = check_parity(model, source, shape, batches, fp16=fp16, allow_degenerate=allow_degenerate)
             report.parity = [r.to_dict() for r in results]
         report.total_seconds = round(time.perf_counter() - started, 2)

@@ -170,7 +170,7 @@ def test_serve_infer_compare_and_sigterm(served_repo, serve_process):
     # the served FNA config (recorded in config.pbtxt) is applied to the PyTorch model: exact match
     result = invoke("infer", url, "tiny", "--batch", "3", "--compare", model, "--allow-pickle", "--report", served_repo / "r.json")
     assert result.exit_code == 0, result.output
-    assert "output [3, 10] float32" in result.output and "(FNA served config): ok" in result.output
+    assert "output [3, 10] float32" in result.output and "(FNA served config): ok" in result.output and "the given weights" in result.output
     import json
 
     record = json.loads((served_repo / "r.json").read_text())
@@ -181,7 +181,7 @@ def test_serve_infer_compare_and_sigterm(served_repo, serve_process):
     result = invoke("infer", url, "tiny", "--batch", "3", "--compare", model, "--allow-pickle", "--landmarks", "5")
     assert result.exit_code == 1 and "does not match PyTorch" in result.output
     result = invoke("infer", url, "tiny", "--compare", model, "--allow-pickle", "--dense")
-    assert result.exit_code == 1 and "(FNA dense): FAILED" in result.output
+    assert result.exit_code == 1 and "(dense attention): FAILED" in result.output
 
     # an image file goes through the same preprocessing on both sides
     from PIL import Image
@@ -193,7 +193,9 @@ def test_serve_infer_compare_and_sigterm(served_repo, serve_process):
     assert "output [1, 10]" in result.output and "top-5 of the first image" in result.output
 
     result = invoke("infer", url, "tiny", "--batch", "8")
-    assert result.exit_code == 2 and "exceeds the model's max_batch_size 4" in result.output
+    assert result.exit_code == 2 and "--batch 8 exceeds the model's max_batch_size 4" in result.output
+    result = invoke("infer", url, "tiny", "--random", "9")
+    assert result.exit_code == 2 and "--random 9 exceeds the model's max_batch_size 4" in result.output
     result = invoke("infer", url, "nope")
     assert result.exit_code == 2 and "model 'nope' is not ready" in result.output
 

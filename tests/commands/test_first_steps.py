@@ -1,0 +1,141 @@
+"""What a new user hits first (issue 21): seeded random weights recorded in the artifact and read
+back by verify/triton/infer, verify on a trt-target export, and the FAIL hint on random weights."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+
+from fna_deploy.cli import cli
+from fna_deploy.loading import DEFAULT_SEED, load_model
+
+MODEL = "timm:vit_tiny_patch16_224"
+SMALL = ["--resolution", "64", "--landmarks", "8"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_random_weights_are_seeded_and_default_seed_is_shared():
+    torch.manual_seed(123)  # the caller's RNG state must not matter
+    a = load_model(MODEL, img_size=64)
+    torch.manual_seed(456)
+    b = load_model(MODEL, img_size=64, seed=DEFAULT_SEED)
+    c = load_model(MODEL, img_size=64, seed=7)
+    sa, sb, sc = a.state_dict(), b.state_dict(), c.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert not torch.equal(sa["blocks.0.attn.qkv.weight"], sc["blocks.0.attn.qkv.weight"])
+    # the global RNG is left as the caller had it
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    load_model(MODEL, img_size=64, seed=3)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.fixture(scope="module")
+def trt_export(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("first")
+    out, report = folder / "t.onnx", folder / "r.json"
+    result = invoke("export", MODEL, *SMALL, "--seed", "3", "--target", "trt", "-o", str(out), "--report", str(report))
+    assert result.exit_code == 0, result.output
+    assert "random weights (seed 3)" in result.output
+    return out, json.loads(report.read_text())
+
+
+def test_export_records_the_seed(trt_export):
+    out, report = trt_export
+    meta = {p.key: p.value for p in onnx.load(str(out), load_external_data=False).metadata_props}
+    assert meta["random_seed"] == "3" and meta["weights"] == "random weights (seed 3)" and meta["fna_target"] == "trt"
+    assert report["weights"] == "random weights (seed 3)"
+
+
+def test_verify_reads_the_seed_and_runs_a_trt_export(trt_export, tmp_path):
+    out, _ = trt_export
+    report = tmp_path / "v.json"
+    result = invoke("verify", MODEL, "--onnx", str(out), "--resolution", "64", "-q", "--report", str(report))
+    assert result.exit_code == 0, result.output
+    assert "random weights (seed 3)" in result.output
+    data = json.loads(report.read_text())
+    pair = next(p for p in data["pairs"] if p["other"] == "onnxrt")
+    assert pair["passed"] and pair["max_abs"] < 1e-4 and "seed 3" in data["model"]
+
+
+def test_verify_refuses_a_contradicting_seed_and_hints_checkpoint_on_fail(trt_export):
+    out, _ = trt_export
+    result = invoke("verify", MODEL, "--onnx", str(out), "--resolution", "64", "-q", "--seed", "4")
+    assert result.exit_code == 2
+    assert "--seed 4 contradicts" in result.output and "seed 3" in result.output
+    failed = invoke("verify", MODEL, "--onnx", str(out), "--resolution", "64", "-q", "--atol", "0", "--rtol", "0")
+    assert failed.exit_code == 1
+    assert "pass --checkpoint" in failed.output.strip().splitlines()[-1]
+
+
+def test_seed_with_real_weights_is_refused(tmp_path):
+    result = invoke("export", "weights.safetensors", "--arch", MODEL, "--seed", "1", "-o", str(tmp_path / "x.onnx"))
+    assert result.exit_code == 2 and "drop --seed" in result.output
+    assert not (tmp_path / "x.onnx").exists()
+
+
+def test_triton_repository_carries_the_seed(trt_export, tmp_path):
+    pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient")
+    from fna_deploy.triton import RepositoryOptions, write_repository
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    portable = folder / "p.onnx"
+    result = invoke("export", MODEL, *SMALL, "--seed", "5", "-o", str(portable), "--no-check", "-q")
+    assert result.exit_code == 0, result.output
+    report = write_repository(portable, folder / "repo", RepositoryOptions(name="vit", backend="onnxruntime"))
+    text = (tmp_path / "m" / "repo" / "vit" / "config.pbtxt").read_text()
+    assert 'key: "fna_random_seed"' in text and 'string_value: "5"' in text, report
+
+
+@pytest.mark.slow
+def test_bare_timm_name_end_to_end_with_default_flags(tmp_path):
+    """export -> verify -> triton -> serve -> infer --compare with a bare timm:NAME and default
+    flags: the seeded random weights recorded in the export make every step rebuild the same model."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from fna_deploy import triton as tr
+
+    reason = tr.probe_tritonserver()
+    if reason is not None:
+        pytest.skip(f"no tritonserver can start here: {reason}")
+    pytest.importorskip("tritonclient.http", reason="needs tritonclient[http]")
+    onnx_path, repo = tmp_path / "t.onnx", tmp_path / "repo"
+    assert invoke("export", MODEL, "--resolution", "64", "-o", str(onnx_path), "-q").exit_code == 0
+    verified = invoke("verify", MODEL, "--onnx", str(onnx_path), "-q")  # resolution read from the file
+    assert verified.exit_code == 0 and "random weights (seed 0)" in verified.output, verified.output
+    written = invoke("triton", str(onnx_path), "-o", str(repo), "--name", "vit")
+    assert written.exit_code == 0, written.output
+    ports = [tr.free_port() for _ in range(3)]
+    command = [sys.executable, "-m", "fna_deploy.cli", "serve", str(repo), "--http-port", str(ports[0]),
+               "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--log", str(tmp_path / "server.log")]
+    log = tmp_path / "serve.out"
+    with open(log, "w+") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 180
+            while "ready:" not in log.read_text():
+                assert proc.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "serve was not ready in 180 s"
+                time.sleep(0.3)
+            result = invoke("infer", f"127.0.0.1:{ports[0]}", "vit", "--compare", MODEL)
+            assert result.exit_code == 0, result.output
+            assert "random weights (seed 0)" in result.output and ": ok" in result.output
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
