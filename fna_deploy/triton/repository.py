@@ -132,8 +132,8 @@ def _artifact_tensors(artifact: Path, backend: str) -> tuple[list[TensorSpec], l
         params = {"fna_fp16": str(engine.fp16).lower()}
         if engine.fna_config is not None:
             params["fna_config"] = json.dumps(engine.fna_config, sort_keys=True)
-        if engine.extra.get("random_seed") is not None:
-            params["fna_random_seed"] = str(engine.extra["random_seed"])
+        if engine.random_seed is not None:
+            params["fna_random_seed"] = str(engine.random_seed)
         return engine.inputs, engine.outputs, profile, params, [], engine
     if artifact.suffix != ".onnx":
         raise ValueError(f"the {backend} backend serves a portable .onnx export, got {artifact.name!r}")

@@ -112,8 +112,9 @@ def test_bare_timm_name_end_to_end_with_default_flags(tmp_path):
         pytest.skip(f"no tritonserver can start here: {reason}")
     pytest.importorskip("tritonclient.http", reason="needs tritonclient[http]")
     onnx_path, repo = tmp_path / "t.onnx", tmp_path / "repo"
-    assert invoke("export", MODEL, "--resolution", "64", "-o", str(onnx_path), "-q").exit_code == 0
-    verified = invoke("verify", MODEL, "--onnx", str(onnx_path), "-q")  # resolution read from the file
+    exported = invoke("export", MODEL, "-o", str(onnx_path), "-q")
+    assert exported.exit_code == 0, exported.output
+    verified = invoke("verify", MODEL, "--onnx", str(onnx_path), "-q")
     assert verified.exit_code == 0 and "random weights (seed 0)" in verified.output, verified.output
     written = invoke("triton", str(onnx_path), "-o", str(repo), "--name", "vit")
     assert written.exit_code == 0, written.output
