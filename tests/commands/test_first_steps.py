@@ -116,10 +116,12 @@ def test_bare_timm_name_end_to_end_with_default_flags(tmp_path):
     assert exported.exit_code == 0, exported.output
     verified = invoke("verify", MODEL, "--onnx", str(onnx_path), "-q")
     assert verified.exit_code == 0 and "random weights (seed 0)" in verified.output, verified.output
-    written = invoke("triton", str(onnx_path), "-o", str(repo), "--name", "vit")
-    assert written.exit_code == 0, written.output
+    written = invoke("triton", str(onnx_path), "-o", str(repo), "--name", "vit")  # no GPU here: python backend, KIND_CPU
+    assert written.exit_code == 0 and f"fna-deploy serve {repo} --model vit" in written.output, written.output
+    # a model for a GPU server in the same repository: --model keeps it out of this server
+    assert invoke("triton", str(onnx_path), "-o", str(repo), "--name", "gpu", "--device", "cuda").exit_code == 0
     ports = [tr.free_port() for _ in range(3)]
-    command = [sys.executable, "-m", "fna_deploy.cli", "serve", str(repo), "--http-port", str(ports[0]),
+    command = [sys.executable, "-m", "fna_deploy.cli", "serve", str(repo), "--model", "vit", "--http-port", str(ports[0]),
                "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]), "--log", str(tmp_path / "server.log")]
     log = tmp_path / "serve.out"
     with open(log, "w+") as out:
@@ -140,3 +142,26 @@ def test_bare_timm_name_end_to_end_with_default_flags(tmp_path):
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def test_serve_model_chooses_models_before_starting(tmp_path):
+    from fna_deploy import triton as tr
+    from fna_deploy.triton.server import explicit_models_args
+
+    assert explicit_models_args(["a", "b"]) == ["--model-control-mode=explicit", "--load-model=a", "--load-model=b"]
+    assert explicit_models_args([]) == []
+    reason = tr.probe_tritonserver()
+    if reason is not None:
+        pytest.skip(f"no tritonserver here: {reason}")
+    from tests.triton.conftest import tiny_onnx
+
+    onnx_path = tiny_onnx(tmp_path / "m.onnx")
+    repo = tmp_path / "repo"
+    assert invoke("triton", str(onnx_path), "-o", str(repo), "--name", "cpu", "--device", "cpu").exit_code == 0
+    assert invoke("triton", str(onnx_path), "-o", str(repo), "--name", "gpu", "--device", "cuda").exit_code == 0
+    result = invoke("serve", str(repo), "--model", "nope")
+    assert result.exit_code == 2 and "--model 'nope' is not in" in result.output and "cpu, gpu" in result.output
+    if "onnxruntime" not in tr.server_backends(tr.locate_tritonserver()):
+        result = invoke("serve", str(repo))
+        assert result.exit_code == 2 and "model 'gpu' needs the onnxruntime backend" in result.output
+        assert "(--model NAME)" in result.output

@@ -35,10 +35,18 @@ def test_triton_writes_repository_and_prints_commands(tmp_path):
     assert f"fna-deploy serve {tmp_path / 'repo'}" in result.output
     assert "perf_analyzer -m vit_fna -u 127.0.0.1:8000" in result.output
 
-    # default backend from the suffix: .onnx -> onnxruntime, .plan -> tensorrt
-    result = invoke("triton", onnx_path, "-o", tmp_path / "repo", "--name", "ort", "--max-batch-size", "2")
+    # default backend from the suffix and --device: .onnx -> onnxruntime on cuda (KIND_GPU), python on cpu; .plan -> tensorrt
+    result = invoke("triton", onnx_path, "-o", tmp_path / "repo", "--name", "ort", "--max-batch-size", "2", "--device", "cuda")
     assert result.exit_code == 0, result.output
-    assert tr.parse_config((tmp_path / "repo" / "ort" / "config.pbtxt").read_text()).platform == "onnxruntime_onnx"
+    cfg = tr.parse_config((tmp_path / "repo" / "ort" / "config.pbtxt").read_text())
+    assert cfg.platform == "onnxruntime_onnx" and cfg.instance_group[0].kind == cfg.instance_group[0].KIND_GPU
+    result = invoke("triton", onnx_path, "-o", tmp_path / "repo", "--name", "ortcpu", "--backend", "onnxruntime", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    cfg = tr.parse_config((tmp_path / "repo" / "ortcpu" / "config.pbtxt").read_text())
+    assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_CPU
+    result = invoke("triton", onnx_path, "-o", tmp_path / "repo", "--name", "cpu", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert tr.parse_config((tmp_path / "repo" / "cpu" / "config.pbtxt").read_text()).backend == "python"
     plugin = fake_plugin(tmp_path / "libfna.so")
     result = invoke("triton", fake_engine(tmp_path), "-o", tmp_path / "repo", "--name", "trt", "--plugin", plugin)
     assert result.exit_code == 0, result.output
