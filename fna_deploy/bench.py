@@ -19,6 +19,7 @@ import contextlib
 import copy
 import io
 import json
+import os
 import resource
 import statistics
 import tempfile
@@ -443,7 +444,49 @@ class _Variant:
     fn: Callable[[], Any]
 
 
-def run_bench(
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; all of os.cpu_count() where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def choose_threads(threads: Optional[int] = None) -> tuple[int, Optional[str]]:
+    """The CPU threads to time with, and a warning when the machine is too busy for clean timings.
+
+    Default: the free cores, those of the affinity mask minus the 1-minute load average (at
+    least 1), so the timed threads do not queue behind other work. The warning comes when the
+    load plus the threads used exceeds the cores: other processes then share those cores."""
+    cores = usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    chosen = threads if threads else max(1, min(cores, int(cores - load + 0.5)))
+    warning = None
+    if load + chosen > cores + 0.5:
+        warning = (f"the machine is busy (load {load:.1f} on {cores} usable cores) and bench uses {chosen} thread(s): "
+                   "timings will be inflated; rerun when it is idle" + (", or with fewer --threads" if chosen > 1 else ""))
+    return chosen, warning
+
+
+def run_bench(load: Callable[[int], nn.Module], *, threads: Optional[int] = None, log: Optional[Callable[[str], None]] = None,
+              **options: Any) -> BenchReport:
+    """:func:`_run_bench` with ``threads`` CPU threads (default: :func:`choose_threads`, the free
+    cores), restored afterwards; a busy machine is reported through ``log``."""
+    chosen, warning = choose_threads(threads)
+    if warning and log is not None:
+        log(f"warning: {warning}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(chosen)
+    try:
+        return _run_bench(load, threads=chosen, log=log, **options)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_bench(
     load: Callable[[int], nn.Module],
     *,
     model_label: str,
@@ -473,7 +516,7 @@ def run_bench(
     if workdir is None:  # exports go to a temporary folder of our own, removed on every exit path
         options = dict(locals())
         with tempfile.TemporaryDirectory(prefix="fna-bench-") as own:
-            return run_bench(**{**options, "workdir": own})
+            return _run_bench(**{**options, "workdir": own})
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")

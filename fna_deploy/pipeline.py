@@ -129,7 +129,8 @@ def run_pipeline(
         res = shape[2]
         result = timed("bench", lambda: run_bench(lambda _r: model, model_label=model_label, resolutions=[res], landmarks=[config.num_landmarks],
                                                    layers=config.layers,
-                                                   backends=["torch", "onnxrt"], iters=bench_iters, warmup=1, workdir=str(out / ".bench")))
+                                                   backends=["torch", "onnxrt"], iters=bench_iters, warmup=1, workdir=str(out / ".bench"),
+                                                   log=step))
         report.bench = result.to_dict()
         import shutil
 

@@ -52,10 +52,12 @@ def _ints(text: str, flag: str) -> list[int]:
 @click.option("--fna-ops", type=click.Choice(["auto", "reference", "both"]), default="auto", show_default=True,
               help="What runs the fna ops on cuda: auto (our kernels when libfna.so is built, else the PyTorch reference), "
                    "reference, or both (each timed).")
-@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch and ONNX Runtime (default: all).")
+@click.option("--batch", type=click.IntRange(min=1), default=1, show_default=True, help="Images per timed call.")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True, help="Untimed calls per variant before timing.")
+@click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True, help="Timed calls per variant (the median is reported).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads for torch and ONNX Runtime (default: the free cores: this process's CPU affinity minus the "
+                   "load average, at least 1; a warning when the machine is too busy for clean timings).")
 @report_option("Write the measurements as JSON to FILE.")
 @click.option("--plot", "plot_path", type=click.Path(file_okay=False), metavar="DIR", help="Write a PNG of latency against tokens (log-log) into DIR, as latency.png.")
 @quiet_option()

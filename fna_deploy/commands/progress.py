@@ -62,9 +62,9 @@ class Reporter:
         if self.quiet:
             return
         if self.live is None:
-            if stage != self.current:
+            if stage != self.current and done < total:  # the finishing call is left to done()
                 self.current = stage
-                self.line(f"{stage} ({total})" if total > 1 else stage)
+                self.line(f"{stage} ({done + 1} of {total})" if total > 1 else stage)
             return
         if stage not in self._bars:
             self._bars[stage] = self.live.add_task(stage, total=max(total, 1), count="")

@@ -9,8 +9,8 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import check_output_dir, config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps,
-                     weights_seed_for
+from .common import (check_output_dir, config_from_options, fna_options, human_size, load_cli_model, model_label, model_options,
+                     steps, weights_seed_for)
 from .options import quiet_option, verbose_option
 
 
