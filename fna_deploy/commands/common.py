@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 import click
 
 from ..cli import CliError
+from ..config import DEFAULT_ARTIFACT_RATIO, DEFAULT_MASSIVE_RATIO
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -104,8 +105,10 @@ def fna_options(func: Callable[..., Any], *, served: bool = False) -> Callable[.
         click.option("--features", type=click.Choice(["q", "k", "v", "input"]), default="q", show_default=show,
                      help="What FPS measures distances on (input: the residual stream entering the block, as the official FNA code)." + note),
         click.option("--resample/--no-resample", "resample_every_layer", default=False, show_default=show, help="Select landmarks anew in every FNA layer." + note),
-        click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Guarantee tokens whose norm is >= X x median (0 = off)." + note),
-        click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Exclude tokens whose norm is >= X x median (0 = off)." + note),
+        click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=DEFAULT_MASSIVE_RATIO, show_default=show,
+                     help="Guarantee tokens whose norm is >= X x median as landmarks (the attention sinks; 0 = off)." + note),
+        click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=DEFAULT_ARTIFACT_RATIO, show_default=show,
+                     help="Exclude tokens whose norm is >= X x median (artifact masking; 0 = off)." + note),
         click.option("--pinv-iters", type=click.IntRange(min=0), default=6, show_default=show, help="Newton-Schulz iterations for the pseudo-inverse." + note),
         click.option("--num-prefix", type=click.IntRange(min=0), default=None, help="Prefix tokens always kept" + ("." + note if served else " (default: detected: CLS + registers).")),
     ]
