@@ -47,6 +47,7 @@ class Reporter:
     def step(self, message: str) -> None:
         if self.quiet or message == self.current:
             return
+        _spoke()
         self.current = message
         if self.live is not None:
             if self._task is None:
@@ -61,6 +62,7 @@ class Reporter:
     def bar(self, stage: str, done: int, total: int) -> None:
         if self.quiet:
             return
+        _spoke()
         if self.live is None:
             if stage != self.current and done < total:  # the finishing call is left to done()
                 self.current = stage
@@ -77,6 +79,12 @@ class Reporter:
     def done(self, message: str = "done") -> None:
         if not self.quiet and self.live is None and self.current is not None:
             self.line(message)
+
+
+def _spoke() -> None:
+    from ..cli import output_started  # the CLI's start notice is not needed once progress shows
+
+    output_started()
 
 
 @contextlib.contextmanager

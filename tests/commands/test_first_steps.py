@@ -165,3 +165,32 @@ def test_serve_model_chooses_models_before_starting(tmp_path):
         result = invoke("serve", str(repo))
         assert result.exit_code == 2 and "model 'gpu' needs the onnxruntime backend" in result.output
         assert "(--model NAME)" in result.output
+
+
+def test_the_cli_starts_without_torch_and_speaks_while_it_loads():
+    """First output within a second: importing the CLI (and the package) loads no torch/onnx, and a
+    command that is still importing them says so on stderr; -q keeps it quiet."""
+    import subprocess
+    import sys
+
+    code = "import sys, fna_deploy.cli, fna_deploy; print(sorted(m for m in ('torch', 'onnx', 'timm') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "[]"
+    import fna_deploy as fd
+
+    assert callable(fd.analyze) and fd.FNAConfig().massive_ratio == 10.0  # the lazy names still resolve
+    command = [sys.executable, "-m", "fna_deploy.cli", "export", "timm:no_such_model", "--no-check"]  # timm takes > 1 s to load
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.stderr.splitlines()[0] == "fna-deploy export: loading torch, onnx and the model libraries ..."
+    assert done.returncode == 2 and done.stderr.splitlines()[-1].startswith("error: ")
+    quiet = subprocess.run(command + ["-q"], capture_output=True, text=True)
+    assert quiet.returncode == 2 and len(quiet.stderr.splitlines()) == 1
+
+
+def test_info_reports_each_probe_and_q_silences_it():
+    from fna_deploy.commands import info as info_module
+
+    steps = []
+    data = info_module.collect(steps.append)
+    assert data["fna_deploy"] and "probing tritonserver (starts it once)" in steps and steps[0] == "importing torch (CUDA)"
+    result = invoke("info", "-q")
+    assert result.exit_code == 0 and "probing" not in result.output and "plugin library" in result.output
