@@ -231,6 +231,22 @@ def steps(console: Any, enabled: bool = True) -> Iterator[Callable[[str], None]]
         yield reporter.step
 
 
+RESULT_WIDTH = 132  # columns of a result table written to a file or pipe (rich's default there is 80)
+
+
+def result_console() -> Any:
+    """The console for a command's result tables: the terminal's width on a terminal, else
+    RESULT_WIDTH, so tables in logs and pipes do not cut names at 80 columns (COLUMNS still wins)."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=RESULT_WIDTH)
+    return console
+
+
 def human_size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB"):

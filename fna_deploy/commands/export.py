@@ -9,8 +9,8 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import (config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps,
-                     weights_seed_for)
+from .common import (config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, result_console,
+                     steps, weights_seed_for)
 from .options import quiet_option, report_option, verbose_option
 
 
@@ -137,7 +137,7 @@ def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
         )
     if report_path:
         report.write_json(report_path)
-    print_summary(report, Console(), verbose=verbose)
+    print_summary(report, result_console(), verbose=verbose)
     if not report.passed:
         raise CliError(
             f"parity check failed: {report.failures[0]}; the model was kept at {report.path} for inspection",

@@ -73,7 +73,7 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
     \b
     Examples:
       fna-deploy triton vit_fna.onnx -o repo --backend python
-      fna-deploy triton vit_fna.plan -o repo --plugin libfna_plugins.so --preferred-batch 4,8
+      fna-deploy triton vit_fna.plan -o repo --plugin libfna_trt_plugin.so --preferred-batch 4,8
     """
     from rich.console import Console
     from rich.table import Table

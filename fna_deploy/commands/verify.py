@@ -12,7 +12,7 @@ from ..cli import EXIT_FAILED, CliError, user_errors
 from ..export.graph import check_writable
 from ..native import check_plugin_library
 from .common import (FiniteFloatRange, artifact_config, check_input_file, fna_options, load_cli_model, model_label, model_options,
-                     read_onnx_metadata, recorded_seed, steps, weights_seed_for)
+                     read_onnx_metadata, recorded_seed, result_console, steps, weights_seed_for)
 from .options import quiet_option, random_option, report_option, verbose_option
 
 
@@ -21,8 +21,8 @@ def print_report(report: Any, console: Any, verbose: bool = False) -> None:
 
     table = Table(title=f"fna-deploy verify: {report.model} ({report.inputs}, batch {report.batch})")
     columns = ["pair", "max abs", "mean abs", "rel L2", "cosine", "top-1"] + (["polygraphy"] if verbose else []) + ["result"]
-    for column in columns:
-        table.add_column(column, justify="right" if column not in ("pair", "result") else "left")
+    for column in columns:  # never cut a name or a number ("torch-de…"): a narrow terminal wraps the result
+        table.add_column(column, justify="right" if column not in ("pair", "result") else "left", no_wrap=column != "result")
     for p in report.pairs:
         if p.gating:
             verdict = "[green]pass[/green]" if p.passed else "[red]FAIL[/red]"
@@ -87,12 +87,18 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
         check_input_file(engine_path, "--engine", "give a .plan written by 'fna-deploy build'")
         if plugin is not None:
             check_plugin_library(plugin)
-        from ..trt import TensorRTUnavailable, require_tensorrt
+        from ..trt import EngineSidecar, TensorRTUnavailable, require_tensorrt
+        from ..trt.runtime import engine_runs_here
 
-        try:
-            require_tensorrt()
-        except TensorRTUnavailable as exc:
-            raise CliError(f"--engine {engine_path!r} cannot run here: {exc}") from None
+        if EngineSidecar.path_for(engine_path).is_file():  # the sidecar names the runtime (TensorRT or TensorRT-RTX)
+            reason = engine_runs_here(engine_path)
+            if reason is not None:
+                raise CliError(f"--engine {engine_path!r} cannot run here: {reason}")
+        else:
+            try:
+                require_tensorrt()
+            except TensorRTUnavailable as exc:
+                raise CliError(f"--engine {engine_path!r} cannot run here: {exc}") from None
         sidecar, sidecar_seed = _engine_config(engine_path)
         if stored is None and sidecar:
             stored, source = sidecar, f"{engine_path}.json"
@@ -105,7 +111,7 @@ def verify(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Opti
     if onnx_meta is not None and resolution is None and _stored_resolution(onnx_meta) and (arch or model.startswith(("timm:", "hf:"))):
         resolution = _stored_resolution(onnx_meta)  # build the reference at the exported resolution
     seed = weights_seed_for(model, checkpoint, arch, weights_seed, seed_recorded, seed_source or "")
-    console = Console()
+    console = result_console()
     with steps(Console(stderr=True), enabled=not quiet) as step:
         step("loading the model" + (f" with random weights (seed {seed})" if seed is not None else ""))
         module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution, seed)

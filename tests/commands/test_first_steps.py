@@ -61,6 +61,7 @@ def test_verify_reads_the_seed_and_runs_a_trt_export(trt_export, tmp_path):
     result = invoke("verify", MODEL, "--onnx", str(out), "--resolution", "64", "-q", "--report", str(report))
     assert result.exit_code == 0, result.output
     assert "random weights (seed 3)" in result.output
+    assert "torch-fna vs torch-dense" in result.output  # not cut at 80 columns in a log
     data = json.loads(report.read_text())
     pair = next(p for p in data["pairs"] if p["other"] == "onnxrt")
     assert pair["passed"] and pair["max_abs"] < 1e-4 and "seed 3" in data["model"]
@@ -194,3 +195,19 @@ def test_info_reports_each_probe_and_q_silences_it():
     assert data["fna_deploy"] and "probing tritonserver (starts it once)" in steps and steps[0] == "importing torch (CUDA)"
     result = invoke("info", "-q")
     assert result.exit_code == 0 and "probing" not in result.output and "plugin library" in result.output
+
+
+def test_verify_engine_names_the_runtime_the_plan_needs(tmp_path):
+    """An RTX plan that cannot run here is explained by its own runtime, not by 'pip install tensorrt'."""
+    from fna_deploy.trt.runtime import local_compute_capability, runtime_version
+
+    version = runtime_version("tensorrt-rtx")
+    if version is None or local_compute_capability() is not None:
+        pytest.skip("needs TensorRT-RTX installed and no GPU (the refusal this checks)")
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"not run")
+    (tmp_path / "m.plan.json").write_text(json.dumps({"runtime": "tensorrt-rtx", "tensorrt_version": version}))
+    result = invoke("verify", MODEL, "--engine", str(plan), "-q")
+    assert result.exit_code == 2
+    last = result.output.strip().splitlines()[-1]
+    assert "TensorRT-RTX" in last and "needs a CUDA GPU" in last and "pip install tensorrt" not in last
