@@ -9,7 +9,7 @@ import click
 
 from ..cli import CliError, user_errors
 from ..config import ARTIFACT_DETECTION_RATIO, DEFAULT_MASSIVE_RATIO
-from .common import FiniteFloatRange, check_output_dir, load_cli_model
+from .common import FiniteFloatRange, check_output_dir, load_cli_model, weights_seed_for
 from .options import device_option, quiet_option, random_option, report_option, resolve_device, verbose_option
 from .progress import progress
 
@@ -192,8 +192,9 @@ def analyze(
     dev = torch.device(resolve_device(device))
     config = FNAConfig(method=method, pinv_iters=pinv_iters)
     with progress(err, quiet=quiet) as reporter:
-        reporter.step("loading the model")
-        net = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
+        seed = weights_seed_for(model, checkpoint, arch, None)
+        reporter.step("loading the model" + (f" with random weights (seed {seed})" if seed is not None else ""))
+        net = load_cli_model(model, checkpoint, arch, allow_pickle, resolution, seed)
         if images_dir is not None:
             inputs = load_images(images_dir, net, resolution)
         else:

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from ..cli import CliError, user_errors
-from .common import check_output_dir, load_cli_model, model_label
+from .common import check_output_dir, load_cli_model, model_label, weights_seed_for
 from .options import deprecated, quiet_option, report_option, verbose_option
 from .progress import progress
 
@@ -102,8 +102,11 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     if threads:
         torch.set_num_threads(threads)
 
+    seed = weights_seed_for(model, checkpoint, arch, None)  # the same random weights as export's default
+    label = model_label(model, arch) + (f", random weights (seed {seed})" if seed is not None else "")
+
     def load(res: int):
-        return load_cli_model(model, checkpoint, arch, allow_pickle, res)
+        return load_cli_model(model, checkpoint, arch, allow_pickle, res, seed)
 
     plot_file = _plot_file(plot_path) if plot_path else None  # a bad --plot fails before the timing
     console = Console()
@@ -114,7 +117,7 @@ def bench(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pick
     with progress(Console(stderr=True), quiet=quiet) as reporter:
         update = reporter.bar
 
-        report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
+        report = run_bench(load, model_label=label, resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
                            device=device, dtype=dtype, cuda_graphs=cuda_graphs, fna_ops=fna_ops, batch=batch, warmup=warmup,
                            iters=iters, threads=threads, progress=update, log=say)
     for backend, reason in report.skipped.items():
