@@ -266,4 +266,8 @@ def main(argv: "list[str] | None" = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # run the package's module, not this __main__ copy: its state (the start notice) is the one
+    # the commands import
+    from fna_deploy.cli import main as package_main
+
+    sys.exit(package_main())

@@ -122,12 +122,15 @@ def collect(step: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
 
     cuda = torch.cuda.is_available()
     found = runtimes(step)
-    step("probing the other packages")
+    packages = {}
+    for name in PACKAGES:  # importing each one can take seconds (transformers, polygraphy): a line each
+        step(f"probing {name}")
+        packages[name] = _version(name)
     info: dict[str, Any] = {
         "fna_deploy": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": packages,
         "cuda_available": cuda,
         "cuda_version": torch.version.cuda,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],

@@ -185,6 +185,10 @@ def test_the_cli_starts_without_torch_and_speaks_while_it_loads():
     assert done.returncode == 2 and done.stderr.splitlines()[-1].startswith("error: ")
     quiet = subprocess.run(command + ["-q"], capture_output=True, text=True)
     assert quiet.returncode == 2 and len(quiet.stderr.splitlines()) == 1
+    # once a command shows progress the notice is cancelled: never after a progress line
+    lines = subprocess.run([sys.executable, "-m", "fna_deploy.cli", "info"], capture_output=True, text=True).stderr.splitlines()
+    assert lines[0].startswith("[") or lines[0].startswith("fna-deploy info: loading")
+    assert not any("loading torch" in line for line in lines[1:]), lines
 
 
 def test_info_reports_each_probe_and_q_silences_it():
