@@ -215,3 +215,29 @@ def test_verify_engine_names_the_runtime_the_plan_needs(tmp_path):
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]
     assert "TensorRT-RTX" in last and "needs a CUDA GPU" in last and "pip install tensorrt" not in last
+
+
+def test_repository_defaults_fit_the_machine(tmp_path):
+    """--device auto (the default) writes what this machine can serve: no GPU here, so an
+    onnxruntime model gets KIND_CPU and a bare .onnx the python backend the bundled server has."""
+    import torch
+
+    pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient")
+    from fna_deploy import triton as tr
+    from tests.triton.conftest import tiny_onnx
+
+    onnx_path = tiny_onnx(tmp_path / "m.onnx")
+    repo = tmp_path / "repo"
+    assert invoke("triton", str(onnx_path), "-o", str(repo), "--name", "ort", "--backend", "onnxruntime").exit_code == 0
+    assert invoke("triton", str(onnx_path), "-o", str(repo), "--name", "auto").exit_code == 0
+    ort = tr.parse_config((repo / "ort" / "config.pbtxt").read_text())
+    auto = tr.parse_config((repo / "auto" / "config.pbtxt").read_text())
+    kind = ort.instance_group[0].KIND_GPU if torch.cuda.is_available() else ort.instance_group[0].KIND_CPU
+    assert ort.instance_group[0].kind == kind
+    if torch.cuda.is_available():
+        assert auto.platform == "onnxruntime_onnx"
+    else:
+        assert auto.backend == "python"
+    old = invoke("triton", str(onnx_path), "-o", str(repo), "--name", "old", "--backend", "onnxruntime", "--cpu")
+    assert old.exit_code == 0 and "--cpu is deprecated" in old.output
+    assert tr.parse_config((repo / "old" / "config.pbtxt").read_text()).instance_group[0].kind == ort.instance_group[0].KIND_CPU
