@@ -97,7 +97,7 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
         return
     click.echo(f"engine: {plan} ({LABELS[sidecar.runtime]} {sidecar.tensorrt_version}, {sidecar.gpu}, "
                f"fp16={sidecar.fp16} via {sidecar.fp16_strategy})")
-    # what was built, read back from the sidecar (the engine's own profile): never the flags
+    # what was built, read back from the sidecar (the profile the builder was given), never from the flags
     lows, opts, highs = ([p[k][0] for p in sidecar.profile.values()] for k in ("min", "opt", "max"))
     built = f"{max(lows)}:{max(opts)}:{min(highs)}" if sidecar.profile else "none"
     why = f" ({batch_note})" if batch_note and not profile_shapes else (" (--shapes)" if profile_shapes else "")
