@@ -11,8 +11,8 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import (FiniteFloatRange, FNA_OPTION_NAMES, config_from_options, load_cli_model, recorded_seed, served_fna_options,
-                     weights_seed_for)
+from .common import (FiniteFloatRange, FNA_OPTION_NAMES, config_from_options, load_cli_model, recorded_seed, result_console,
+                     served_fna_options, weights_seed_for)
 from .options import deprecated, quiet_option, renamed, verbose_option
 
 
@@ -147,7 +147,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         from ..export.graph import check_writable
 
         check_writable(Path(json_path))
-    console = Console()
+    console = result_console()  # one comparison line, not cut or wrapped at 80 columns in a log
     with TritonHttpClient(url) as client:
         config = client.model_config(model_name)
         input_name, shape = _input_shape(config, batch, resolution, "--random" if random_count else "--batch")
