@@ -101,12 +101,13 @@ def test_triton_repository_carries_the_seed(trt_export, tmp_path):
 def test_bare_timm_name_end_to_end_with_default_flags(tmp_path):
     """export -> verify -> triton -> serve -> infer --compare with a bare timm:NAME and default
     flags: the seeded random weights recorded in the export make every step rebuild the same model."""
-    import signal
     import subprocess
     import sys
     import time
 
     from fna_deploy import triton as tr
+
+    from . import stop_server
 
     reason = tr.probe_tritonserver()
     if reason is not None:
@@ -137,12 +138,7 @@ def test_bare_timm_name_end_to_end_with_default_flags(tmp_path):
             assert result.exit_code == 0, result.output
             assert "random weights (seed 0)" in result.output and ": ok" in result.output
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_server(proc)
 
 
 def test_serve_model_chooses_models_before_starting(tmp_path):

@@ -20,6 +20,7 @@ from fna_deploy import triton as tr  # noqa: E402
 from fna_deploy.cli import cli  # noqa: E402
 
 from ..triton.conftest import fake_engine, fake_plugin, tiny_onnx  # noqa: E402
+from . import stop_server  # noqa: E402
 
 
 def invoke(*args):
@@ -156,13 +157,7 @@ def serve_process(served_repo, tmp_path):
             time.sleep(0.3)
         yield proc, ports, tmp_path / "serve.out"
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_server(proc)
         out.close()
 
 
