@@ -6,13 +6,36 @@
 """
 
 from ._version import __version__
-from .analyze import AnalysisReport
-from .analyze import analyze as analyze  # the function; ``from fna_deploy.analyze import ...`` still reaches the module
-from .config import FNAConfig, parse_layers
-from .export import ExportReport, export_onnx
-from .loading import ModelLoadError, load_model
-from .ops import nystrom_attention, select_landmarks
-from .patching import UnsupportedModelError, model_info, patch, unpatch
+
+# The public names load on first use (PEP 562), so ``import fna_deploy`` (and every CLI start,
+# ``fna-deploy --help`` included) does not pay for torch, onnx and timm before it can speak.
+_LAZY = {
+    "AnalysisReport": ".analyze",
+    "analyze": None,  # the analyze package, callable as the analyze() function
+    "FNAConfig": ".config",
+    "parse_layers": ".config",
+    "ExportReport": ".export",
+    "export_onnx": ".export",
+    "ModelLoadError": ".loading",
+    "load_model": ".loading",
+    "nystrom_attention": ".ops",
+    "select_landmarks": ".ops",
+    "UnsupportedModelError": ".patching",
+    "model_info": ".patching",
+    "patch": ".patching",
+    "unpatch": ".patching",
+}
+
+
+def __getattr__(name: str):
+    import importlib
+
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if _LAZY[name] is None:
+        return importlib.import_module(f"{__name__}.{name}")
+    return getattr(importlib.import_module(_LAZY[name], __name__), name)
+
 
 __all__ = [
     "__version__",

@@ -35,7 +35,7 @@ from torch import nn
 from .config import FNAConfig
 from .flops import estimate
 from .patching import model_info, patch, unpatch
-from .utils import resolve_device
+from .utils import choose_threads, resolve_device
 
 BACKENDS = ("torch", "onnxrt", "openvino", "trt")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -446,7 +446,22 @@ class _Variant:
     fn: Callable[[], Any]
 
 
-def run_bench(
+def run_bench(load: Callable[[int], nn.Module], *, threads: Optional[int] = None, log: Optional[Callable[[str], None]] = None,
+              **options: Any) -> BenchReport:
+    """:func:`_run_bench` with ``threads`` CPU threads (default: :func:`choose_threads`, the free
+    cores), restored afterwards; a busy machine is reported through ``log``."""
+    chosen, warning = choose_threads(threads)
+    if warning and log is not None:
+        log(f"warning: {warning}")
+    previous = torch.get_num_threads()
+    torch.set_num_threads(chosen)
+    try:
+        return _run_bench(load, threads=chosen, log=log, **options)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run_bench(
     load: Callable[[int], nn.Module],
     *,
     model_label: str,
@@ -483,7 +498,7 @@ def run_bench(
     if workdir is None:  # exports go to a temporary folder of our own, removed on every exit path
         options = dict(locals())
         with tempfile.TemporaryDirectory(prefix="fna-bench-") as own:
-            return run_bench(**{**options, "workdir": own})
+            return _run_bench(**{**options, "workdir": own})
     unknown = [b for b in backends if b not in BACKENDS]
     if unknown:
         raise ValueError(f"unknown backend {unknown[0]!r}; choose from {', '.join(BACKENDS)}")

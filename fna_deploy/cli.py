@@ -152,6 +152,29 @@ def signals_interrupt() -> Iterator[None]:
             signal.signal(signum, old)
 
 
+START_NOTICE_S = 0.25  # a command silent this long after its start says what it is loading
+_NOTICE: "list[threading.Timer]" = []
+
+
+def _start_notice(argv: "list[str]") -> None:
+    """Unless the command speaks first (:func:`output_started`), one line on stderr after
+    START_NOTICE_S: the heavy imports (torch, onnx, timm) take seconds before any progress.
+    Not for --help, -q/--quiet, --json or --version."""
+    words = [a for a in argv if not a.startswith("-")]
+    if not words or words[0] not in COMMANDS or any(a in ("-h", "--help", "-q", "--quiet", "--json", "-V", "--version") for a in argv):
+        return
+    timer = threading.Timer(START_NOTICE_S, lambda: click.echo(f"fna-deploy {words[0]}: loading torch, onnx and the model libraries ...", err=True))
+    timer.daemon = True
+    _NOTICE.append(timer)
+    timer.start()
+
+
+def output_started() -> None:
+    """The command printed its first progress line: the start notice is no longer needed."""
+    while _NOTICE:
+        _NOTICE.pop().cancel()
+
+
 def _command_label(args: "list[str] | None") -> str:
     words = [a for a in (args if args is not None else sys.argv[1:]) if not a.startswith("-")]
     return f"fna-deploy {words[0]}" if words and words[0] in COMMANDS else "fna-deploy"
@@ -179,6 +202,7 @@ class LazyGroup(click.Group):
         --debug or FNA_DEPLOY_DEBUG=1."""
         argv = list(args) if args is not None else sys.argv[1:]
         _DEBUG[0] = "--debug" in argv[: next((i for i, a in enumerate(argv) if a in COMMANDS), len(argv))]
+        _start_notice(argv)
         try:
             with signals_interrupt():
                 result = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
@@ -202,6 +226,7 @@ class LazyGroup(click.Group):
 
                 traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
             code = self._fail(error)
+        output_started()
         if standalone_mode:
             sys.exit(code)
         return code
@@ -243,4 +268,8 @@ def main(argv: "list[str] | None" = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # run the package's module, not this __main__ copy: its state (the start notice) is the one
+    # the commands import
+    from fna_deploy.cli import main as package_main
+
+    sys.exit(package_main())

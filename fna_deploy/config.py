@@ -20,6 +20,14 @@ MAX_LANDMARKS = 65536
 MAX_PINV_ITERS = int(_op(_NYSTROM).field("pinv_iters").maximum)  # the plugin contract's bound
 
 METHODS = ("fps", "grid")
+
+# The one default FNA configuration of every command and the API (docs/architecture.md says why):
+# the paper's method keeps the attention sinks, tokens whose norm is >= 10x the median ("massive"),
+# as landmarks; masking artifact tokens is the paper's optional extra, so it is off.
+DEFAULT_MASSIVE_RATIO = 10.0
+DEFAULT_ARTIFACT_RATIO = 0.0
+# analyze looks for artifact tokens at this norm/median (and tries masking them); not a config default
+ARTIFACT_DETECTION_RATIO = 4.0
 FEATURES = ("q", "k", "v", "input")
 
 _RANGE_RE = re.compile(r"^\s*(-?\d+)\s*(?:-\s*(-?\d+)\s*)?$")
@@ -119,8 +127,10 @@ class FNAConfig:
         pinv_iters: Newton-Schulz iterations for the pseudo-inverse.
         num_prefix: leading tokens always kept as landmarks (CLS, registers); ``None`` detects
             them from the model.
-        massive_ratio: guarantee tokens whose residual-stream norm is >= ratio x median (0 = off).
-        artifact_ratio: exclude non-guaranteed tokens whose norm is >= ratio x median (0 = off).
+        massive_ratio: guarantee tokens whose residual-stream norm is >= ratio x median (0 = off;
+            default 10, the paper's attention sinks).
+        artifact_ratio: exclude non-guaranteed tokens whose norm is >= ratio x median (0 = off, the
+            default; the paper's optional masking).
         scale: attention scale; ``None`` uses the model's own (head_dim ** -0.5 for all
             supported families).
     """
@@ -132,8 +142,8 @@ class FNAConfig:
     resample_every_layer: bool = False
     pinv_iters: int = 6
     num_prefix: "int | None" = None
-    massive_ratio: float = 0.0
-    artifact_ratio: float = 0.0
+    massive_ratio: float = DEFAULT_MASSIVE_RATIO
+    artifact_ratio: float = DEFAULT_ARTIFACT_RATIO
     scale: "float | None" = None
 
     def __post_init__(self) -> None:

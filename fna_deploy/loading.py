@@ -1,7 +1,7 @@
 """MODEL specs -> nn.Module: ``timm:NAME``, ``hf:DIR``, ``.pt2`` archives, pickled ``.pt`` modules.
 
 Weights are the user's: nothing here downloads. ``timm:NAME`` builds the architecture with
-random weights unless ``checkpoint`` names a ``.safetensors`` or state-dict ``.pt/.pth`` file
+seeded random weights (:data:`DEFAULT_SEED` unless ``seed``) unless ``checkpoint`` names a ``.safetensors`` or state-dict ``.pt/.pth`` file
 (read with ``weights_only=True``); ``hf:DIR`` reads a local ``save_pretrained`` directory.
 """
 
@@ -16,6 +16,23 @@ import torch
 from torch import nn
 
 SPEC_FORMS = "timm:NAME, hf:DIR, a .pt2 torch.export archive, or a .pt file holding a whole module"
+
+# the seed of the random weights a timm:NAME without --checkpoint gets, the same in every command
+DEFAULT_SEED = 0
+
+
+def has_random_weights(spec: "str | os.PathLike[str] | nn.Module", checkpoint: "object | None" = None) -> bool:
+    """Whether ``spec`` (with ``checkpoint``) builds an architecture with random weights: timm:NAME
+    without a checkpoint. hf:DIR folders, .pt2 archives and .pt modules carry their own weights."""
+    return isinstance(spec, (str, os.PathLike)) and os.fspath(spec).startswith("timm:") and checkpoint is None
+
+
+def weights_label(seed: Optional[int]) -> str:
+    """How every report names the weights: ``random weights (seed N)`` or ``the given weights``."""
+    return f"random weights (seed {seed})" if seed is not None else "the given weights"
+
+
+RANDOM_FAIL_HINT = "the model has random weights; pass --checkpoint FILE to check the weights you deploy"
 
 # model_type -> the vision class to build when config.json names no usable architecture
 _HF_DEFAULT_CLASS = {
@@ -104,7 +121,7 @@ def _load_into(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path
         )
 
 
-def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -> nn.Module:
+def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int], seed: int = DEFAULT_SEED) -> nn.Module:
     import timm
 
     if not name:
@@ -118,7 +135,10 @@ def _load_timm(name: str, checkpoint: Optional[Path], img_size: Optional[int]) -
     if img_size is not None:
         kwargs["img_size"] = img_size
     try:
-        model = timm.create_model(name, pretrained=False, **kwargs)
+        # random weights from a fixed seed: every command (and every run) builds the same model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = timm.create_model(name, pretrained=False, **kwargs)
     except TypeError as exc:
         raise ModelLoadError(f"timm model {name!r} cannot be built with {kwargs}: {exc}") from None
     patch = getattr(getattr(model, "patch_embed", None), "patch_size", None)
@@ -398,10 +418,12 @@ def load_model(
     checkpoint: "str | os.PathLike[str] | None" = None,
     img_size: Optional[int] = None,
     allow_pickle: bool = False,
+    seed: Optional[int] = None,
 ) -> nn.Module:
     """Build or load a model from a spec, in eval mode on the CPU.
 
-    - ``timm:NAME``: the timm architecture (random weights unless ``checkpoint``), at ``img_size``;
+    - ``timm:NAME``: the timm architecture at ``img_size``, with ``checkpoint``'s weights, else
+      random weights drawn from ``seed`` (default :data:`DEFAULT_SEED`: the same model every call);
     - ``hf:DIR``: a local transformers directory, wrapped as an image -> tensor module;
     - ``FILE.pt2``: a torch.export archive (its graph module);
     - ``FILE.pt``: a whole pickled module, only with ``allow_pickle=True``.
@@ -415,7 +437,7 @@ def load_model(
     if ckpt is not None:
         _require_file(ckpt, "checkpoint")
     if text.startswith("timm:"):
-        model = _load_timm(text[len("timm:") :], ckpt, img_size)
+        model = _load_timm(text[len("timm:") :], ckpt, img_size, DEFAULT_SEED if seed is None else seed)
     elif text.startswith("hf:"):
         model = _load_hf(text[len("hf:") :], ckpt, img_size)
     else:

@@ -46,6 +46,17 @@ class RunReport:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
 
 
+def engine_skip_reason(exc: Exception) -> str:
+    """Why run built no engine, naming what is missing first: without TensorRT the build falls back
+    to TensorRT-RTX, whose own complaint (e.g. its plugin build) is secondary."""
+    from .trt import tensorrt_version
+
+    if tensorrt_version() is None:
+        return ("TensorRT is not installed (pip install tensorrt on a machine with an NVIDIA GPU, or NVIDIA's "
+                f"TensorRT container); the TensorRT-RTX build tried instead stopped: {exc}")
+    return str(exc)
+
+
 def run_pipeline(
     model: nn.Module,
     config: FNAConfig,
@@ -110,7 +121,7 @@ def run_pipeline(
         engine = plan
         report.files["engine"] = str(plan)
     except TensorRTUnavailable as exc:
-        report.skipped["build"] = str(exc)
+        report.skipped["build"] = engine_skip_reason(exc)
 
     step("verifying PyTorch vs ONNX Runtime" + (" vs TensorRT" if engine else ""))
     from .verify import verify
@@ -134,7 +145,8 @@ def run_pipeline(
         res = shape[2]
         result = timed("bench", lambda: run_bench(lambda _r: model, model_label=model_label, resolutions=[res], landmarks=[config.num_landmarks],
                                                    layers=config.layers,
-                                                   backends=["torch", "onnxrt"], iters=bench_iters, warmup=1, workdir=str(out / ".bench")))
+                                                   backends=["torch", "onnxrt"], iters=bench_iters, warmup=1, workdir=str(out / ".bench"),
+                                                   log=step))
         report.bench = result.to_dict()
         import shutil
 

@@ -170,3 +170,28 @@ def replace_folder_atomic(target: "str | os.PathLike[str]", populate: "Callable[
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; all of os.cpu_count() where unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def choose_threads(threads: Optional[int] = None) -> tuple[int, Optional[str]]:
+    """The CPU threads to time with, and a warning when the machine is too busy for clean timings.
+
+    Default: the free cores, those of the affinity mask minus the 1-minute load average (at
+    least 1), so the timed threads do not queue behind other work. The warning comes when the
+    load plus the threads used exceeds the cores: other processes then share those cores."""
+    cores = usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    chosen = threads if threads else max(1, min(cores, int(cores - load + 0.5)))
+    warning = None
+    if load + chosen > cores + 0.5:
+        warning = (f"the machine is busy (load {load:.1f} on {cores} usable cores) and bench uses {chosen} thread(s): "
+                   "timings will be inflated; rerun when it is idle" + (", or with fewer --threads" if chosen > 1 else ""))
+    return chosen, warning

@@ -72,9 +72,13 @@ def torch_runner(model: nn.Module, name: str, input_shape: Sequence[int], device
 
 
 def onnxrt_runner(path: "str | Path"):
+    """ONNX Runtime on an export; a trt-target export runs with its function bodies attached."""
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
-    return OnnxrtRunner(SessionFromOnnx(str(path), providers=["cpu"]), name=ONNXRT)
+    from .export.check import runnable_onnx
+
+    source, _note = runnable_onnx(path)
+    return OnnxrtRunner(SessionFromOnnx(source, providers=["cpu"]), name=ONNXRT)
 
 
 def onnx_runners(path: "str | Path", backends: Sequence[str], openvino_precision: str = "f32") -> list:

@@ -257,3 +257,30 @@ def test_fna_ops_without_gpu_is_the_reference():
     implementation, why = fna_ops_on("cuda")
     assert implementation == REFERENCE_OPS and why  # the reason: not built, or built/registered without CUDA
     assert fna_ops_on("cpu") == (REFERENCE_OPS, "on the CPU the custom ops run the PyTorch reference")
+
+
+def test_default_threads_follow_free_cores_and_busy_machine_warns(monkeypatch):
+    """Issue 21: the default is the cores of the affinity mask minus the load; a load that leaves
+    the timed threads no free core is warned about."""
+    import os
+
+    from fna_deploy import bench as bench_module
+    from fna_deploy import utils as bench_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert bench_threads.choose_threads() == (4, None)
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.4, 0.0, 0.0))
+    assert bench_threads.choose_threads() == (2, None)  # 2 free cores: 2 threads, no contention
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.7, 0.0, 0.0))
+    threads, warning = bench_threads.choose_threads()
+    assert threads == 1 and warning is not None and "load 3.7 on 4 usable cores" in warning
+    assert "fewer --threads" not in warning
+    threads, warning = bench_threads.choose_threads(4)  # explicit threads on a busy machine: kept, warned
+    assert threads == 4 and "fewer --threads" in warning
+    monkeypatch.setattr(os, "getloadavg", lambda: (9.0, 0.0, 0.0))
+    assert bench_threads.choose_threads()[0] == 1  # never below one thread
+    lines = []
+    monkeypatch.setattr(bench_module, "_run_bench", lambda load, **kw: kw["threads"])
+    assert bench_module.run_bench(lambda r: None, log=lines.append, model_label="m", resolutions=[32]) == 1
+    assert lines and lines[0].startswith("warning: the machine is busy")

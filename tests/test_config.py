@@ -15,7 +15,9 @@ def test_defaults():
     assert cfg.pinv_iters == 6 and cfg.num_prefix is None and not cfg.resample_every_layer
     assert cfg.resolve_layers(12) == list(range(6, 12))
     assert cfg.resolve_layers(5) == [2, 3, 4]
-    assert not cfg.uses_scores and FNAConfig(massive_ratio=10).uses_scores
+    # one default set (issue 21): the paper's attention sinks guaranteed, artifact masking off
+    assert (cfg.massive_ratio, cfg.artifact_ratio) == (10.0, 0.0)
+    assert cfg.uses_scores and not FNAConfig(massive_ratio=0).uses_scores
 
 
 @pytest.mark.parametrize(

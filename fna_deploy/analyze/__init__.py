@@ -43,6 +43,21 @@ from .recommend import DEFAULT_BREAK_EVEN_TOKENS, DEFAULT_MIN_SAVING, block_line
 from .plots import write_plots
 from .analysis import DEFAULT_LANDMARKS, DEFAULT_BUDGET, DEFAULT_MASSIVE_RATIO, DEFAULT_ARTIFACT_RATIO, VARIANTS, analyze
 
+import sys as _sys
+import types as _types
+
+
+class _AnalyzeModule(_types.ModuleType):
+    """``fna_deploy.analyze`` is both this package and, called, the ``analyze()`` function: the
+    package namespace loads lazily (``fd.analyze`` may resolve to the package), so ``fd.analyze(...)``
+    keeps working whichever of the two it is."""
+
+    def __call__(self, *args, **kwargs):
+        return analyze(*args, **kwargs)
+
+
+_sys.modules[__name__].__class__ = _AnalyzeModule
+
 __all__ = [
     "AnalysisReport",
     "Candidate",

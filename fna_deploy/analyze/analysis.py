@@ -8,7 +8,8 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..config import FNAConfig
+from ..config import ARTIFACT_DETECTION_RATIO, FNAConfig
+from ..config import DEFAULT_MASSIVE_RATIO as CONFIG_MASSIVE_RATIO
 from ..patching import find_adapter, is_patched
 from ..patching.base import ModelInfo
 from .errors import _informative
@@ -24,10 +25,11 @@ DEFAULT_LANDMARKS = (32, 64, 128, 256)
 DEFAULT_BUDGET = 0.01
 
 
-DEFAULT_MASSIVE_RATIO = 10.0
+# the one FNA default (config.py) for massive tokens; artifacts are looked for at the detection ratio
+DEFAULT_MASSIVE_RATIO = CONFIG_MASSIVE_RATIO
 
 
-DEFAULT_ARTIFACT_RATIO = 4.0
+DEFAULT_ARTIFACT_RATIO = ARTIFACT_DETECTION_RATIO
 
 
 VARIANTS = ("plain", "massive", "massive+artifact")

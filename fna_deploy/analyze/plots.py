@@ -77,10 +77,11 @@ def write_plots(report: AnalysisReport, directory: "str | os.PathLike[str]") -> 
 
     # 2. FNA error against m, one line per layer
     if report.layers and report.layers[0].fna_error:
-        fig = Figure(figsize=(7, 4.5))
+        fig = Figure(figsize=(9, 4.5))
         ax = fig.subplots()
         cmap = matplotlib.colormaps["viridis"]
         count = len(report.layers)
+        dashed = False
         for layer in report.layers:
             ms = sorted(layer.fna_error)
             vals = [max(layer.fna_error[m], 1e-12) for m in ms]
@@ -92,6 +93,7 @@ def write_plots(report: AnalysisReport, directory: "str | os.PathLike[str]") -> 
                     ms, [max(guarded[m], 1e-12) for m in ms], marker="x", linestyle="--", color=color,
                     label=f"layer {layer.index}, massive kept",
                 )
+                dashed = True
         ax.set_xscale("log", base=2)
         all_ms = sorted({m for layer in report.layers for m in layer.fna_error})
         ax.set_xticks(all_ms, labels=[str(m) for m in all_ms])
@@ -99,9 +101,13 @@ def write_plots(report: AnalysisReport, directory: "str | os.PathLike[str]") -> 
         ax.set_yscale("log")
         ax.set_xlabel("landmarks m")
         ax.set_ylabel("relative error of the attention output")
-        ax.set_title(f"FNA error per layer (N = {report.num_tokens} tokens; dashed: massive tokens kept as landmarks)")
+        # the title promises dashed lines only when some were drawn
+        note = "; dashed: massive tokens kept as landmarks" if dashed else ""
+        ax.set_title(f"FNA error per layer (N = {report.num_tokens} tokens{note})", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if count > 8 else 1, loc="best")
+        # beside the axes, so the legend covers no curve (it used to sit on layer 0's)
+        ax.legend(fontsize=7, ncol=2 if count > 8 else 1, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        fig.subplots_adjust(right=0.72 if count > 8 else 0.78)
         save(fig, "fna_error.png")
 
     # 3. predicted savings of the best layer set per m (0 where FNA costs more than dense at this N)

@@ -205,7 +205,7 @@ def export_flags(
     pinv_iters: int = 6,
     resolution: Optional[int] = None,
 ) -> str:
-    """The ``fna-deploy export`` flags for a config."""
+    """The ``fna-deploy export`` flags for a config (flags left out mean export's defaults)."""
     flags = []
     if resolution is not None:
         flags.append(f"--resolution {resolution}")
@@ -214,8 +214,8 @@ def export_flags(
         flags.append(f"--method {method}")
     if features != "q":
         flags.append(f"--features {features}")
-    if massive_ratio:
-        flags.append(f"--massive-ratio {_ratio(massive_ratio)}")
+    # always explicit: 0 (off) differs from export's default of 10, and 10 reads better spelled out
+    flags.append(f"--massive-ratio {_ratio(massive_ratio)}")
     if artifact_ratio:
         flags.append(f"--artifact-ratio {_ratio(artifact_ratio)}")
     if pinv_iters != 6:

@@ -8,7 +8,8 @@ from typing import Any, Optional
 import click
 
 from ..cli import CliError, user_errors
-from .common import FiniteFloatRange, check_output_dir, load_cli_model
+from ..config import ARTIFACT_DETECTION_RATIO, DEFAULT_MASSIVE_RATIO
+from .common import FiniteFloatRange, check_output_dir, load_cli_model, weights_seed_for
 from .options import MAX_BATCH, MAX_PINV_ITERS, MAX_RESOLUTION, count
 from .options import device_option, quiet_option, random_option, report_option, resolve_device, verbose_option
 from .progress import progress
@@ -114,8 +115,11 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL", verbose: 
 @click.option("--resolution", type=count(1, MAX_RESOLUTION), help="Input resolution in pixels (default: the model's own).")
 @click.option("--landmarks", default="32,64,128,256", show_default=True, help="Comma-separated numbers of landmarks m to measure.")
 @click.option("--budget", type=FiniteFloatRange(min=0), default=0.01, show_default=True, help="Allowed end-to-end error: 1 - cosine of the outputs, worst image.")
-@click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=10.0, show_default=True, help="Norm / median at which a token is massive (0: off).")
-@click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=4.0, show_default=True, help="Norm / median at which a patch token is an artifact (0: off).")
+@click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=DEFAULT_MASSIVE_RATIO, show_default=True,
+              help="Norm / median at which a token is massive, guaranteed as a landmark (0: off; every command's default).")
+@click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=ARTIFACT_DETECTION_RATIO, show_default=True,
+              help="Norm / median at which a patch token is reported as an artifact, and masking it is tried (0: off); "
+                   "a recommendation that masks gives --artifact-ratio explicitly (export's default is 0).")
 @click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection.")
 @click.option("--pinv-iters", type=count(0, MAX_PINV_ITERS), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse.")
 @click.option("--batch-size", type=count(1, MAX_BATCH), default=8, show_default=True, help="Images per forward pass.")
@@ -189,8 +193,9 @@ def analyze(
     dev = torch.device(resolve_device(device))
     config = FNAConfig(method=method, pinv_iters=pinv_iters)
     with progress(err, quiet=quiet) as reporter:
-        reporter.step("loading the model")
-        net = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
+        seed = weights_seed_for(model, checkpoint, arch, None)
+        reporter.step("loading the model" + (f" with random weights (seed {seed})" if seed is not None else ""))
+        net = load_cli_model(model, checkpoint, arch, allow_pickle, resolution, seed)
         if images_dir is not None:
             inputs = load_images(images_dir, net, resolution)
         else:

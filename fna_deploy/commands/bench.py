@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from ..cli import CliError, user_errors
-from .common import check_output_dir, load_cli_model, model_label
+from .common import check_output_dir, load_cli_model, model_label, weights_seed_for
 from .options import (MAX_BATCH, MAX_COUNT, MAX_THREADS, backend_list, count, deprecated, openvino_precision_option, quiet_option,
                       report_option, verbose_option)
 from .progress import progress
@@ -104,10 +104,12 @@ def _same_model(module, config, onnx_path: str, batch: int) -> None:
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), metavar="FILE.onnx",
               help="An fna export of MODEL to bench: its stored FNA config and resolution are used (flags that contradict "
                    "them are refused), and ONNX Runtime (or OpenVINO) times the file itself as the FNA variant.")
-@click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True)
-@click.option("--warmup", type=count(0, MAX_COUNT), default=1, show_default=True)
-@click.option("--iters", type=count(1, MAX_COUNT), default=5, show_default=True)
-@click.option("--threads", type=count(1, MAX_THREADS), default=None, help="CPU threads for torch, ONNX Runtime and OpenVINO (default: all).")
+@click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True, help="Images per timed call.")
+@click.option("--warmup", type=count(0, MAX_COUNT), default=1, show_default=True, help="Untimed calls per variant before timing.")
+@click.option("--iters", type=count(1, MAX_COUNT), default=5, show_default=True, help="Timed calls per variant (the median is reported).")
+@click.option("--threads", type=count(1, MAX_THREADS), default=None,
+              help="CPU threads for torch, ONNX Runtime and OpenVINO (default: the free cores: this process's CPU affinity minus the "
+                   "load average, at least 1; a warning when the machine is too busy for clean timings).")
 @report_option("Write the measurements as JSON to FILE.")
 @click.option("--plot", "plot_path", type=click.Path(file_okay=False), metavar="DIR", help="Write a PNG of latency against tokens (log-log) into DIR, as latency.png.")
 @quiet_option()
@@ -153,8 +155,11 @@ def bench(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optio
     if threads:
         torch.set_num_threads(threads)
 
+    seed = weights_seed_for(model, checkpoint, arch, None)  # the same random weights as export's default
+    label = model_label(model, arch) + (f", random weights (seed {seed})" if seed is not None else "")
+
     def load(res: int):
-        return load_cli_model(model, checkpoint, arch, allow_pickle, res)
+        return load_cli_model(model, checkpoint, arch, allow_pickle, res, seed)
 
     if stored is not None:
         _same_model(load(sizes[0]), stored, onnx_path, batch)
@@ -167,7 +172,8 @@ def bench(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optio
     with progress(Console(stderr=True), quiet=quiet) as reporter:
         update = reporter.bar
 
-        report = run_bench(load, model_label=model_label(model, arch), resolutions=sizes, landmarks=ms, layers=layers, backends=chosen, openvino_precision=openvino_precision,
+        report = run_bench(load, model_label=label, resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
+                           openvino_precision=openvino_precision,
                            device=device, dtype=dtype, cuda_graphs=cuda_graphs, fna_ops=fna_ops, batch=batch, warmup=warmup,
                            iters=iters, threads=threads, progress=update, log=say, config=stored, onnx_artifact=onnx_path)
     for backend, reason in report.skipped.items():

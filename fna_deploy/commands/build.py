@@ -9,7 +9,7 @@ from typing import Optional
 import click
 
 from ..cli import CliError, user_errors
-from ..trt.shapes import profile_from_flags
+from ..trt.shapes import check_batch_agrees, default_batch, describe_profile, profile_from_flags
 from .common import FiniteFloatRange
 from .options import deprecated, quiet_option, report_option, verbose_option
 
@@ -19,7 +19,9 @@ from .options import deprecated, quiet_option, report_option, verbose_option
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Engine path (default: MODEL.plan beside the ONNX).")
 @click.option("--fp16", is_flag=True, help="fp16 engine: the FP16 builder flag on TensorRT 10, an fp16-converted ONNX on TensorRT 11 and TensorRT-RTX (strongly typed). The pseudo-inverse stays fp32.")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library (default: the one 'fna-deploy plugin build' made).")
-@click.option("--batch", "batch_spec", default="1:1:1", show_default=True, help="Optimisation profile for the batch dimension, MIN:OPT:MAX.")
+@click.option("--batch", "batch_spec", default=None, metavar="MIN:OPT:MAX",
+              help="Optimisation profile for the batch dimension (default: the export's static batch, or 1:4:16 for a "
+                   "dynamic-batch export). Triton's max_batch_size follows MAX.")
 @click.option("--shapes", multiple=True, metavar="NAME:DxDxD,...", help="Fixed input shapes, trtexec syntax, e.g. images:4x3x224x224.")
 @click.option("--min-shapes", multiple=True, metavar="NAME:DxDxD,...", help="Profile minimum (trtexec syntax); with --max-shapes, and --opt-shapes (default: max).")
 @click.option("--opt-shapes", multiple=True, metavar="NAME:DxDxD,...", help="Profile optimum (trtexec syntax).")
@@ -38,7 +40,7 @@ from .options import deprecated, quiet_option, report_option, verbose_option
 @verbose_option("TensorRT builder logs.")
 @quiet_option("Print only the engine and sidecar paths.")
 @user_errors
-def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[str], batch_spec: str, shapes: tuple[str, ...],
+def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[str], batch_spec: Optional[str], shapes: tuple[str, ...],
           min_shapes: tuple[str, ...], opt_shapes: tuple[str, ...], max_shapes: tuple[str, ...],
           workspace: float, timing_cache: Optional[str], runtime: str, compute_capabilities: Optional[str],
           check: bool, report_path: Optional[str], verbose: bool, quiet: bool) -> None:
@@ -63,15 +65,20 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
     if report_path and not check:
         raise CliError("--report goes with --check (the contract check report)")
     if not check:  # the flags first (cheap), then the file
-        batch = parse_batch(batch_spec)
+        batch = parse_batch(batch_spec) if batch_spec is not None else None
         profile_shapes = profile_from_flags(
             shapes, min_shapes, opt_shapes, max_shapes, legacy=parse_shapes,
             on_legacy=lambda: deprecated("--shapes NAME:MINxOPTxMAX with comma-separated dimensions",
                                          "--min-shapes/--opt-shapes/--max-shapes NAME:1x3x224x224 (trtexec syntax)"),
         )
+        if batch is not None:
+            check_batch_agrees(batch, profile_shapes)
     from .common import read_onnx_metadata
 
     read_onnx_metadata(onnx_path, "MODEL.onnx", attributes=not check)  # --check reports attribute problems itself
+    batch_note = "--batch" if not check and batch is not None else ""
+    if not check and batch is None:
+        batch, batch_note = default_batch(onnx_path)
     if plugin is not None:
         from ..native import check_plugin_library
 
@@ -91,7 +98,13 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
         return
     click.echo(f"engine: {plan} ({LABELS[sidecar.runtime]} {sidecar.tensorrt_version}, {sidecar.gpu}, "
                f"fp16={sidecar.fp16} via {sidecar.fp16_strategy})")
-    click.echo(f"sidecar: {plan}.json; batch profile {batch[0]}:{batch[1]}:{batch[2]}")
+    # what was built, read back from the sidecar (the profile the builder was given), never from the flags
+    lows, opts, highs = ([p[k][0] for p in sidecar.profile.values()] for k in ("min", "opt", "max"))
+    built = f"{max(lows)}:{max(opts)}:{min(highs)}" if sidecar.profile else "none"
+    why = f" ({batch_note})" if batch_note and not profile_shapes else (" (--shapes)" if profile_shapes else "")
+    click.echo(f"sidecar: {plan}.json; batch profile {built}{why}")
+    if sidecar.profile:
+        click.echo(f"profile: {describe_profile(sidecar.profile)}")
     layers = sidecar.extra.get("plugin_layers")
     if layers:
         click.echo("plugin layers: " + ", ".join(f"{n} {op}" for op, n in sorted(layers.items())))

@@ -14,6 +14,7 @@ import click
 
 from ..cli import CliError
 from .options import MAX_LANDMARKS, MAX_PINV_ITERS, MAX_RESOLUTION, count
+from ..config import DEFAULT_ARTIFACT_RATIO, DEFAULT_MASSIVE_RATIO
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -72,11 +73,18 @@ def check_output_dir(path: "str | None", flag: str) -> None:
         raise CliError(f"{flag} {path!r} {where}; give a folder")
 
 
+def seed_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--seed", "weights_seed", type=click.IntRange(min=0), default=None, metavar="N",
+                        help="Seed of the random weights a timm:NAME MODEL without --checkpoint gets "
+                             "(default 0, or the seed recorded in the artifact).")(func)
+
+
 def model_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """MODEL [--checkpoint FILE] [--arch timm:NAME] [--allow-pickle] [--resolution R]."""
+    """MODEL [--checkpoint FILE] [--arch timm:NAME] [--seed N] [--allow-pickle] [--resolution R]."""
     decorators = [
         click.argument("model"),
         click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights (.safetensors or state-dict .pt/.pth) for a timm:NAME or hf:DIR MODEL."),
+        seed_option,
         click.option("--arch", metavar="timm:NAME", help="Architecture of a bare weights file given as MODEL."),
         click.option("--allow-pickle", is_flag=True, help="Allow loading a whole pickled module (.pt). Unpickling runs code from the file: only for files you trust."),
         click.option("--resolution", type=count(1, MAX_RESOLUTION), help="Input resolution in pixels (square); default: the model's own."),
@@ -98,8 +106,10 @@ def fna_options(func: Callable[..., Any], *, served: bool = False) -> Callable[.
         click.option("--features", type=click.Choice(["q", "k", "v", "input"]), default="q", show_default=show,
                      help="What FPS measures distances on (input: the residual stream entering the block, as the official FNA code)." + note),
         click.option("--resample/--no-resample", "resample_every_layer", default=False, show_default=show, help="Select landmarks anew in every FNA layer." + note),
-        click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Guarantee tokens whose norm is >= X x median (0 = off)." + note),
-        click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=0.0, show_default=show, help="Exclude tokens whose norm is >= X x median (0 = off)." + note),
+        click.option("--massive-ratio", type=FiniteFloatRange(min=0), default=DEFAULT_MASSIVE_RATIO, show_default=show,
+                     help="Guarantee tokens whose norm is >= X x median as landmarks (the attention sinks; 0 = off)." + note),
+        click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=DEFAULT_ARTIFACT_RATIO, show_default=show,
+                     help="Exclude tokens whose norm is >= X x median (artifact masking; 0 = off)." + note),
         click.option("--pinv-iters", type=count(0, MAX_PINV_ITERS), default=6, show_default=show, help="Newton-Schulz iterations for the pseudo-inverse." + note),
         click.option("--num-prefix", type=count(0, MAX_LANDMARKS), default=None, help="Prefix tokens always kept" + ("." + note if served else " (default: detected: CLS + registers).")),
     ]
@@ -165,8 +175,38 @@ def artifact_config(ctx: click.Context, options: dict[str, Any], stored: "str | 
     return config
 
 
-def load_cli_model(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int]):
-    """MODEL [--checkpoint FILE] [--arch timm:NAME] as the commands take them."""
+def weights_seed_for(model: str, checkpoint: Optional[str], arch: Optional[str], seed: Optional[int],
+                     recorded: Optional[int] = None, source: str = "") -> Optional[int]:
+    """The seed MODEL's random weights are drawn from, or None when MODEL has real weights.
+
+    ``recorded``: the seed an artifact (``source``) was exported with; it is the default, and a
+    --seed that contradicts it is refused. --seed with real weights is refused too."""
+    from ..loading import DEFAULT_SEED, has_random_weights
+
+    if arch is not None or not has_random_weights(model, checkpoint):
+        if seed is not None:
+            raise CliError(f"--seed draws random weights for a timm:NAME model without --checkpoint; {model!r} "
+                           f"{'with --checkpoint ' if checkpoint else ''}has its own weights: drop --seed")
+        return None
+    if recorded is not None and seed is not None and seed != recorded:
+        raise CliError(f"--seed {seed} contradicts {source}, which was exported with random weights (seed {recorded}); "
+                       "drop --seed (it is read from the file)")
+    return seed if seed is not None else (recorded if recorded is not None else DEFAULT_SEED)
+
+
+def recorded_seed(meta: Optional[dict]) -> Optional[int]:
+    """The random-weights seed an artifact's metadata records (``random_seed``), or None."""
+    value = (meta or {}).get("random_seed")
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def load_cli_model(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
+                   seed: Optional[int] = None):
+    """MODEL [--checkpoint FILE] [--arch timm:NAME] as the commands take them (``seed``: the random
+    weights' seed from :func:`weights_seed_for`)."""
     from ..loading import load_model
 
     if arch is not None:
@@ -175,7 +215,7 @@ def load_cli_model(model: str, checkpoint: Optional[str], arch: Optional[str], a
         if not (arch.startswith("timm:") or arch.startswith("hf:")):
             raise CliError(f"--arch {arch!r}: expected timm:NAME or hf:DIR")
         return load_model(arch, checkpoint=model, img_size=resolution, allow_pickle=allow_pickle)
-    return load_model(model, checkpoint=checkpoint, img_size=resolution, allow_pickle=allow_pickle)
+    return load_model(model, checkpoint=checkpoint, img_size=resolution, allow_pickle=allow_pickle, seed=seed)
 
 
 def model_label(model: str, arch: Optional[str]) -> str:
@@ -190,6 +230,22 @@ def steps(console: Any, enabled: bool = True) -> Iterator[Callable[[str], None]]
 
     with progress(console, quiet=not enabled) as reporter:
         yield reporter.step
+
+
+RESULT_WIDTH = 132  # columns of a result table written to a file or pipe (rich's default there is 80)
+
+
+def result_console() -> Any:
+    """The console for a command's result tables: the terminal's width on a terminal, else
+    RESULT_WIDTH, so tables in logs and pipes do not cut names at 80 columns (COLUMNS still wins)."""
+    import os
+
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and not os.environ.get("COLUMNS"):
+        console = Console(width=RESULT_WIDTH)
+    return console
 
 
 def human_size(n: int) -> str:

@@ -9,7 +9,8 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
+from .common import (config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, result_console,
+                     steps, weights_seed_for)
 from .options import MAX_BATCH, MAX_OPSET, MIN_OPSET, count, quiet_option, report_option, verbose_option
 
 
@@ -28,6 +29,7 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
     table.add_column("item", style="bold")
     table.add_column("value")
     table.add_row("model", report.model)
+    table.add_row("weights", report.weights)
     table.add_row("target", report.target + (" (fp16)" if report.fp16 else ""))
     table.add_row("input", f"{'N' if report.dynamic_batch else report.input_shape[0]} x {report.input_shape[1]} x {report.input_shape[2]} x {report.input_shape[3]}")
     table.add_row("tokens N", str(report.tokens) if report.tokens is not None else "-")
@@ -79,12 +81,13 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
 @verbose_option("Also print how many nodes of each op type the ONNX graph has.")
 @user_errors
 def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int],
-           output: Optional[str], batch: Optional[int], dynamic_batch: bool, target: str, inline: bool, fp16: bool, opset: Optional[int],
+           weights_seed: Optional[int], output: Optional[str], batch: Optional[int], dynamic_batch: bool, target: str, inline: bool, fp16: bool,
+           opset: Optional[int],
            external_data: Optional[bool], no_check: bool, allow_degenerate: bool, report_path: Optional[str], quiet: bool, verbose: bool,
            **fna: Any) -> None:
     """Export MODEL to ONNX with Fast Nystrom Attention nodes, and check it with ONNX Runtime.
 
-    MODEL is timm:NAME (random weights unless --checkpoint), hf:DIR (a local save_pretrained folder),
+    MODEL is timm:NAME (random weights from --seed, default 0, unless --checkpoint), hf:DIR (a local save_pretrained folder),
     a .pt2 torch.export archive, or a .pt file holding a whole module (needs --allow-pickle); with
     --arch, MODEL is a weights file for that architecture.
 
@@ -118,9 +121,10 @@ def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
         check_writable(Path(report_path))
     console = Console(stderr=True)
     label = model_label(model, arch)
+    seed = weights_seed_for(model, checkpoint, arch, weights_seed)
     with steps(console, enabled=not quiet) as step:
-        step(f"loading {label}")
-        module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
+        step(f"loading {label}" + (f" with random weights (seed {seed})" if seed is not None else ""))
+        module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution, seed)
         from ..export import default_input_shape
 
         shape = default_input_shape(module, batch or 1)
@@ -139,10 +143,11 @@ def export(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pic
             progress=step,
             allow_degenerate=allow_degenerate,
             inline=inline,
+            random_seed=seed,
         )
     if report_path:
         report.write_json(report_path)
-    print_summary(report, Console(), verbose=verbose)
+    print_summary(report, result_console(), verbose=verbose)
     if not report.passed:
         raise CliError(
             f"parity check failed: {report.failures[0]}; the model was kept at {report.path} for inspection",

@@ -11,11 +11,13 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import FiniteFloatRange, FNA_OPTION_NAMES, config_from_options, load_cli_model, served_fna_options
+from .common import (FiniteFloatRange, FNA_OPTION_NAMES, config_from_options, load_cli_model, recorded_seed, result_console,
+                     served_fna_options, weights_seed_for)
 from .options import MAX_BATCH, MAX_COUNT, MAX_REQUESTS, MAX_RESOLUTION, MAX_SEED, count, deprecated, quiet_option, renamed, verbose_option
 
 
-def _input_shape(config: dict, batch: int, resolution: Optional[int]) -> tuple[str, list[int]]:
+def _input_shape(config: dict, batch: int, resolution: Optional[int], batch_flag: str = "--batch") -> tuple[str, list[int]]:
+    """The served input's name and the request shape; ``batch_flag``: the flag that set ``batch``."""
     inputs = config.get("input", [])
     if len(inputs) != 1:
         raise CliError(f"the model has {len(inputs)} inputs; infer sends one image batch to a one-input model")
@@ -23,10 +25,11 @@ def _input_shape(config: dict, batch: int, resolution: Optional[int]) -> tuple[s
     dims = [int(d) for d in spec["dims"]]
     if int(config.get("max_batch_size", 0)) > 0:
         if batch > int(config["max_batch_size"]):
-            raise CliError(f"--batch {batch} exceeds the model's max_batch_size {config['max_batch_size']}")
+            raise CliError(f"{batch_flag} {batch} exceeds the model's max_batch_size {config['max_batch_size']}; "
+                           f"give at most {config['max_batch_size']}")
         dims = [batch, *dims]
     elif dims[0] not in (-1, batch):
-        raise CliError(f"the model has a static batch of {dims[0]}; pass --batch {dims[0]}")
+        raise CliError(f"the model has a static batch of {dims[0]}; pass {batch_flag} {dims[0]}")
     else:
         dims[0] = batch
     if len(dims) != 4:
@@ -116,6 +119,8 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.option("--compare", "compare_model", metavar="MODEL", help="Check the answer against this PyTorch model (timm:NAME, hf:DIR, .pt2, .pt), patched with the served FNA config.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), help="Weights for --compare timm:NAME / hf:DIR.")
 @click.option("--arch", metavar="timm:NAME", help="Architecture when --compare is a bare weights file.")
+@click.option("--weights-seed", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Seed of a --compare timm:NAME model's random weights (default: the seed the served export recorded, else 0).")
 @click.option("--allow-pickle", is_flag=True, help="Allow a pickled .pt module for --compare (runs code from the file).")
 @click.option("--resolution", type=count(1, MAX_RESOLUTION), help="Input resolution (default: the served model's input size).")
 @served_fna_options
@@ -134,7 +139,7 @@ def _served_fna_config(config: dict) -> Optional[str]:
 @click.pass_context
 @user_errors
 def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], random_count: Optional[int], batch: int, seed: int,
-          compare_model: Optional[str], checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool,
+          compare_model: Optional[str], checkpoint: Optional[str], arch: Optional[str], weights_seed: Optional[int], allow_pickle: bool,
           resolution: Optional[int], dense: bool, allow_degenerate: bool, concurrency: Optional[int], duration: Optional[float],
           max_requests: Optional[int], top_k: int, metrics_url: Optional[str], json_path: Optional[str], quiet: bool, verbose: bool,
           **fna: Any) -> None:
@@ -165,7 +170,6 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     """
     import numpy as np
     import torch
-    from rich.console import Console
 
     from ..triton import TritonHttpClient
 
@@ -177,8 +181,8 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         if ctx.get_parameter_source("batch") not in (None, click.core.ParameterSource.DEFAULT) and batch != random_count:
             raise CliError(f"--random {random_count} and --batch {batch} disagree on the batch size; give one of them")
         batch = random_count
-    if compare_model is None and (checkpoint or arch or allow_pickle or dense):
-        raise CliError("--checkpoint, --arch, --allow-pickle and --dense describe the --compare model; add --compare MODEL")
+    if compare_model is None and (checkpoint or arch or allow_pickle or dense or weights_seed is not None):
+        raise CliError("--checkpoint, --arch, --weights-seed, --allow-pickle and --dense describe the --compare model; add --compare MODEL")
     explicit_fna = {
         n for n in FNA_OPTION_NAMES if ctx.get_parameter_source(n) not in (None, click.core.ParameterSource.DEFAULT)
     }
@@ -191,7 +195,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     from ..triton.metrics import default_metrics_url, metrics_url as full_metrics_url, scrape
 
     scrape_url = full_metrics_url(metrics_url) if metrics_url else default_metrics_url(url)
-    console = Console()
+    console = result_console()  # one comparison line, not cut or wrapped at 80 columns in a log
     with TritonHttpClient(url) as client:
         config = client.model_config(model_name)
         from ..triton.ensemble import is_image_model, served_recipe
@@ -201,14 +205,18 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         if is_image_model(config) is not None:
             served, input_name, shape, encoded, pixels, encoded_files = _encoded_request(client, config, image, batch, resolution)
         else:
-            input_name, shape = _input_shape(config, batch, resolution)
+            input_name, shape = _input_shape(config, batch, resolution, "--random" if random_count else "--batch")
         reference_model = None
         fna_config = None
+        weights = None
         if compare_model is not None:
             # timm/HF architectures are built at the served resolution; finished modules keep their own
             buildable = arch is not None or compare_model.startswith(("timm:", "hf:"))
             size = resolution if resolution is not None else (shape[2] if buildable else None)
-            reference_model = load_cli_model(compare_model, checkpoint, arch, allow_pickle, size)
+            served_seed = recorded_seed({k[len("fna_"):]: v.get("string_value") for k, v in (config.get("parameters") or {}).items()
+                                         if k.startswith("fna_") and isinstance(v, dict)})
+            weights = weights_seed_for(compare_model, checkpoint, arch, weights_seed, served_seed, f"served model {model_name!r}")
+            reference_model = load_cli_model(compare_model, checkpoint, arch, allow_pickle, size, weights)
             if not dense:
                 served_fna = _served_fna_config(served)
                 if explicit_fna or not served_fna:
@@ -251,6 +259,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
     failed = False
     if reference_model is not None:
         from ..export.check import compare
+        from ..loading import RANDOM_FAIL_HINT, weights_label
 
         with torch.inference_mode():
             reference = reference_model(pixels)
@@ -263,14 +272,14 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
             raise CliError(f"PyTorch gives {list(reference.shape)} but the server gave {list(answer.shape)}; is --compare the served model?",
                            exit_code=EXIT_FAILED)
         parity = compare(reference, answer, batch=shape[0], output=first, fp16=fp16, allow_degenerate=allow_degenerate)
-        record["compare"] = {"model": compare_model, "fna_config": fna_config.to_dict() if fna_config else None, **parity.to_dict()}
+        record["compare"] = {"model": compare_model, "weights": weights_label(weights), "fna_config": fna_config.to_dict() if fna_config else None, **parity.to_dict()}
         verdict = "[green]ok[/green]" if parity.passed else "[red]FAILED[/red]"
-        source = "dense" if dense else ("from the flags" if explicit_fna or not _served_fna_config(served) else "served config")
-        console.print(f"vs PyTorch {compare_model} (FNA {source}): {verdict} max abs {parity.max_abs:.2e}, "
+        source = "dense attention" if dense else ("FNA from the flags" if explicit_fna or not _served_fna_config(served) else "FNA served config")
+        console.print(f"vs PyTorch {compare_model}, {weights_label(weights)} ({source}): {verdict} max abs {parity.max_abs:.2e}, "
                       f"cosine {parity.cosine:.6f} ({parity.criterion})")
         failed = not parity.passed
         if failed:
-            record["failure"] = parity.describe()
+            record["failure"] = parity.describe() + (f"; {RANDOM_FAIL_HINT}" if weights is not None else "")
     load = None
     if (concurrency or duration or max_requests) and not failed:
         load = _load_mode(url, model_name, input_name, pixels, reference_model,

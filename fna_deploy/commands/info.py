@@ -7,10 +7,13 @@ import json
 import platform
 from typing import Any
 
+from typing import Callable, Optional
+
 import click
 
 from .._version import __version__
 from ..cli import user_errors
+from .options import quiet_option
 
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "onnx_graphsurgeon", "polygraphy", "timm", "transformers", "tensorrt",
             "tensorrt_rtx", "tritonclient", "openvino")
@@ -81,8 +84,11 @@ def _tritonserver() -> dict[str, Any]:
     }
 
 
-def runtimes() -> dict[str, Any]:
-    """Every runtime fna-deploy can use, with versions (None where absent)."""
+def runtimes(step: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Every runtime fna-deploy can use, with versions (None where absent); ``step(message)`` is
+    told before each probe (a line of progress each, since some take seconds)."""
+    step = step or (lambda _message: None)
+    step("probing tensorrt, tensorrt_rtx, onnxruntime, tritonclient")
     out: dict[str, Any] = {
         "tensorrt": _version("tensorrt"),
         "tensorrt_rtx": _version("tensorrt_rtx") or _dist_version("tensorrt_rtx", "tensorrt-rtx"),
@@ -92,15 +98,16 @@ def runtimes() -> dict[str, Any]:
         "tritonclient": _version("tritonclient"),
         "nvidia_pytriton": _dist_version("nvidia-pytriton", "nvidia_pytriton"),
         "tritonserver": None,
-        "cmake": _tool("cmake"),
-        "nvcc": _tool("nvcc"),
     }
+    step("probing cmake and nvcc")
+    out["cmake"], out["nvcc"] = _tool("cmake"), _tool("nvcc")
     try:
         import onnxruntime
 
         out["onnxruntime_providers"] = onnxruntime.get_available_providers()
     except Exception:
         pass
+    step("probing tritonserver (starts it once)")
     try:
         out["tritonserver"] = _tritonserver()
     except Exception as exc:  # never let one probe break `info`
@@ -108,16 +115,23 @@ def runtimes() -> dict[str, Any]:
     return out
 
 
-def collect() -> dict[str, Any]:
+def collect(step: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+    """Everything ``info`` shows; ``step(message)`` is told before each probe."""
+    step = step or (lambda _message: None)
+    step("importing torch (CUDA)")
     import torch
 
     cuda = torch.cuda.is_available()
-    found = runtimes()
+    found = runtimes(step)
+    packages = {}
+    for name in PACKAGES:  # importing each one can take seconds (transformers, polygraphy): a line each
+        step(f"probing {name}")
+        packages[name] = _version(name)
     info: dict[str, Any] = {
         "fna_deploy": __version__,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "packages": {name: _version(name) for name in PACKAGES},
+        "packages": packages,
         "cuda_available": cuda,
         "cuda_version": torch.version.cuda,
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else [],
@@ -141,12 +155,19 @@ def collect() -> dict[str, Any]:
 
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of a table.")
+@quiet_option("No progress lines while the probes run; print only the table (or JSON).")
 @user_errors
-def info(as_json: bool) -> None:
+def info(as_json: bool, quiet: bool) -> None:
     """Show versions of fna-deploy and every runtime it can use (TensorRT, TensorRT-RTX, ONNX Runtime
     and its providers, OpenVINO, and which export form each runtime needs, tritonserver and its backends, tritonclient, nvidia-pytriton, cmake, nvcc),
-    CUDA availability and the built plugin library."""
-    data = collect()
+    CUDA availability and the built plugin library. A progress line on stderr names each probe
+    (importing torch, starting tritonserver once, ...) unless -q or --json."""
+    from rich.console import Console
+
+    from .progress import progress
+
+    with progress(Console(stderr=True), quiet=quiet or as_json) as reporter:
+        data = collect(reporter.step)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return

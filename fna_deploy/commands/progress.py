@@ -47,6 +47,7 @@ class Reporter:
     def step(self, message: str) -> None:
         if self.quiet or message == self.current:
             return
+        _spoke()
         self.current = message
         if self.live is not None:
             if self._task is None:
@@ -61,10 +62,11 @@ class Reporter:
     def bar(self, stage: str, done: int, total: int) -> None:
         if self.quiet:
             return
+        _spoke()
         if self.live is None:
-            if stage != self.current:
+            if stage != self.current and done < total:  # the finishing call is left to done()
                 self.current = stage
-                self.line(f"{stage} ({total})" if total > 1 else stage)
+                self.line(f"{stage} ({done + 1} of {total})" if total > 1 else stage)
             return
         if stage not in self._bars:
             self._bars[stage] = self.live.add_task(stage, total=max(total, 1), count="")
@@ -77,6 +79,12 @@ class Reporter:
     def done(self, message: str = "done") -> None:
         if not self.quiet and self.live is None and self.current is not None:
             self.line(message)
+
+
+def _spoke() -> None:
+    from ..cli import output_started  # the CLI's start notice is not needed once progress shows
+
+    output_started()
 
 
 @contextlib.contextmanager

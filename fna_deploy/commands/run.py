@@ -9,7 +9,8 @@ from typing import Any, Optional
 import click
 
 from ..cli import EXIT_FAILED, CliError, user_errors
-from .common import check_output_dir, config_from_options, fna_options, human_size, load_cli_model, model_label, model_options, steps
+from .common import (check_output_dir, config_from_options, fna_options, human_size, load_cli_model, model_label, model_options,
+                     steps, weights_seed_for)
 from .options import MAX_COUNT, count, quiet_option, verbose_option
 
 
@@ -61,7 +62,7 @@ def print_summary(report: Any, console: Any, verbose: bool = False) -> None:
 @quiet_option()
 @verbose_option("Also list every file the run wrote.")
 @user_errors
-def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolution: Optional[int], outdir: Optional[str],
+def run(model: str, checkpoint: Optional[str], arch: Optional[str], weights_seed: Optional[int], allow_pickle: bool, resolution: Optional[int], outdir: Optional[str],
         fp16: bool, plugin: Optional[str], no_bench: bool, bench_iters: int, triton_backend: Optional[str], force: bool,
         allow_degenerate: bool, quiet: bool, verbose: bool, **fna: Any) -> None:
     """Take MODEL through the whole chain and summarise where every file went.
@@ -106,10 +107,12 @@ def run(model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle
         compare_spec = f"{model} --checkpoint {checkpoint}"
     else:
         compare_spec = model + (" --allow-pickle" if allow_pickle else "")
+    seed = weights_seed_for(model, checkpoint, arch, weights_seed)
+    label = model_label(model, arch) + (f", random weights (seed {seed})" if seed is not None else "")
     with steps(Console(stderr=True), enabled=not quiet) as step:
-        step(f"loading {model_label(model, arch)}")
-        module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution)
-        report = run_pipeline(module, config, out, model_label=model_label(model, arch), name=name, fp16=fp16, plugin=plugin,
+        step(f"loading {label}")
+        module = load_cli_model(model, checkpoint, arch, allow_pickle, resolution, seed)
+        report = run_pipeline(module, config, out, model_label=label, name=name, fp16=fp16, plugin=plugin,
                               bench=not no_bench, bench_iters=bench_iters, triton_backend=triton_backend, force=force,
                               compare_spec=compare_spec, save_weights=save_weights, progress=step, allow_degenerate=allow_degenerate)
     print_summary(report, Console(), verbose=verbose)

@@ -21,17 +21,20 @@ PORT = click.IntRange(1, 65535)
 @click.option("--grpc-port", type=PORT, default=8001, show_default=True)
 @click.option("--metrics-port", type=PORT, default=8002, show_default=True)
 @click.option("--timeout", type=FiniteFloatRange(min=1, max=86400), default=300, show_default=True, help="Seconds to wait for all models to load.")
+@click.option("--model", "models", multiple=True, metavar="NAME",
+              help="Serve only this model of REPOSITORY (repeatable; tritonserver's explicit model control, --load-model). "
+                   "Default: every model.")
 @click.option("--log", "log_path", type=click.Path(dir_okay=False), help="Write the server's log to this file (default: a temporary file, shown on failure).")
 @verbose_option("Verbose server log.")
 @quiet_option("Print only the ready line and the URLs.")
 @user_errors
-def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, timeout: float,
+def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, timeout: float, models: tuple[str, ...],
           log_path: Optional[str], verbose: bool, quiet: bool) -> None:
     """Run tritonserver on REPOSITORY, bound to 127.0.0.1, until Ctrl-C or SIGTERM.
 
     Uses tritonserver from PATH if present, else the one bundled in nvidia-pytriton (pip install
     'fna-deploy[triton]'; it has the python backend only, so it serves --backend python
-    repositories). Plugin libraries of tensorrt models in the repository are passed with
+    repositories; --model NAME serves only the models you name). Plugin libraries of tensorrt models in the repository are passed with
     --backend-config=tensorrt,plugins=...
 
     \b
@@ -44,14 +47,20 @@ def serve(repository: str, http_port: int, grpc_port: int, metrics_port: int, ti
 
     from ..export.graph import check_writable
     from ..triton import ServerError, TritonServer, check_backends, check_repository
+    from ..triton.server import explicit_models_args
 
     names = check_repository(repository)
+    unknown = [m for m in models if m not in names]
+    if unknown:
+        raise CliError(f"--model {unknown[0]!r} is not in {repository!r}, which holds: {', '.join(names)}")
+    if models:
+        names = list(dict.fromkeys(models))
     if log_path is not None:
         check_writable(Path(log_path))
     console = Console()
     server = TritonServer(Path(repository), http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
-                          log_path=log_path, verbose=verbose)
-    check_backends(repository, server.binary)  # before starting: a missing backend is known now
+                          log_path=log_path, verbose=verbose, extra_args=explicit_models_args(names if models else ()))
+    check_backends(repository, server.binary, names)  # before starting: a missing backend is known now
     stop_requested = False
     try:  # SIGTERM and SIGHUP arrive as KeyboardInterrupt (the CLI's boundary), like Ctrl-C
         if not quiet:

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from ..cli import CliError, user_errors
-from .options import MAX_MODEL_VERSION, count, quiet_option, verbose_option
+from .options import MAX_MODEL_VERSION, count, deprecated, device_option, quiet_option, verbose_option
 
 
 def _preferred(value: Optional[str]) -> list[int]:
@@ -23,11 +23,21 @@ def _preferred(value: Optional[str]) -> list[int]:
     return sizes
 
 
-def _default_backend(artifact: Path) -> str:
+def _instance_device(device: str) -> str:
+    """Where the instances run: --device cpu/cuda as given (the server may be another machine);
+    auto: cuda when a GPU is here, else cpu (the repository fits the machine it is written on)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _default_backend(artifact: Path, device: str) -> str:
     if artifact.suffix in (".plan", ".engine"):
         return "tensorrt"
-    if artifact.suffix == ".onnx":
-        return "onnxruntime"
+    if artifact.suffix == ".onnx":  # onnxruntime for a GPU server; python (bundled with fna-deploy serve) on CPU
+        return "onnxruntime" if device == "cuda" else "python"
     raise CliError(f"cannot tell the backend from {artifact.name!r}: give --backend (a .plan for tensorrt, a portable .onnx otherwise)")
 
 
@@ -37,14 +47,15 @@ def _default_backend(artifact: Path) -> str:
 @click.option("--name", help="Model name in the repository (default: the artifact's file name).")
 @click.option("--version", "model_version", type=count(1, MAX_MODEL_VERSION), default=1, show_default=True, help="Model version folder.")
 @click.option("--backend", type=click.Choice(["tensorrt", "onnxruntime", "python"]), default=None,
-              help="tensorrt: a .plan engine; onnxruntime: a portable .onnx (GPU, optional TensorRT accelerator); python: a portable .onnx run by ONNX Runtime in a Python-backend model.py (CPU). Default: from the file suffix.")
+              help="tensorrt: a .plan engine; onnxruntime: a portable .onnx (optional TensorRT accelerator); python: a portable .onnx run by ONNX Runtime in a Python-backend model.py (CPU; the backend 'fna-deploy serve' bundles). Default: tensorrt for a .plan; for a .onnx onnxruntime with --device cuda, python with --device cpu.")
 @click.option("--max-batch-size", type=count(0, 2**31 - 1), default=None, help="Triton max_batch_size (default: the engine profile's max batch, or 8 for ONNX; 0 for a static batch).")
 @click.option("--instances", type=count(1, 1024), default=1, show_default=True, help="Model instances (instance_group count).")
 @click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library to copy into the repository (tensorrt; onnxruntime adds the TensorRT accelerator with it).")
 @click.option("--dynamic-batching/--no-dynamic-batching", default=None, help="Triton's dynamic batcher (default: on when the model batches).")
 @click.option("--preferred-batch", metavar="4,8", help="Preferred batch sizes for the dynamic batcher.")
 @click.option("--queue-delay-us", type=count(0, 3_600_000_000), default=0, show_default=True, help="Max queue delay of the dynamic batcher, microseconds.")
-@click.option("--cpu", is_flag=True, help="Run the instances on CPU (KIND_CPU; the python backend's default).")
+@device_option("Where the instances run: cuda (KIND_GPU) or cpu (KIND_CPU); auto: cuda when a GPU is here, else cpu. An engine always runs on a GPU.")
+@click.option("--cpu", is_flag=True, hidden=True)
 @click.option("--image-ensemble", "images", is_flag=True, help="Also take encoded images: a python-backend preprocessing model NAME_preprocess (the resize, crop and normalisation recorded at export) and an ensemble NAME_images (JPEG/PNG/WebP bytes in, the model's outputs out).")
 @click.option("--force", is_flag=True, help="Replace a model of the same name in the repository.")
 @quiet_option("Print only the model folder.")
@@ -52,7 +63,8 @@ def _default_backend(artifact: Path) -> str:
 @user_errors
 def triton(artifact: str, repository: str, name: Optional[str], model_version: int, backend: Optional[str],
            max_batch_size: Optional[int], instances: int, plugin: Optional[str], dynamic_batching: Optional[bool],
-           preferred_batch: Optional[str], queue_delay_us: int, cpu: bool, images: bool, force: bool, quiet: bool, verbose: bool) -> None:
+           preferred_batch: Optional[str], queue_delay_us: int, device: str, cpu: bool, images: bool, force: bool, quiet: bool,
+           verbose: bool) -> None:
     """Write a Triton Inference Server model repository for ARTIFACT.
 
     ARTIFACT is an engine (.plan, from fna-deploy build; tensors and batch profile read from its
@@ -63,8 +75,8 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
     \b
     Examples:
       fna-deploy triton vit_fna.onnx -o repo --backend python
-      fna-deploy triton vit_fna.plan -o repo --plugin libfna_plugins.so --preferred-batch 4,8
-      fna-deploy triton vit_fna.onnx -o repo --backend python --image-ensemble
+      fna-deploy triton vit_fna.plan -o repo --plugin libfna_trt_plugin.so --preferred-batch 4,8
+      fna-deploy triton vit_fna.onnx -o repo --image-ensemble
     """
     from rich.console import Console
     from rich.table import Table
@@ -72,7 +84,14 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
     from ..triton import RepositoryOptions, default_name, write_repository
 
     path = Path(artifact)
-    backend = backend or _default_backend(path)
+    if cpu:
+        deprecated("--cpu", "--device cpu")
+        device = "cpu"
+    where = _instance_device(device)
+    backend = backend or _default_backend(path, where)
+    # auto keeps each backend's own kind where this machine does not decide it: an engine runs on a
+    # GPU, the python backend's model.py on CPU; onnxruntime follows this machine
+    gpu = None if device == "auto" and backend != "onnxruntime" else where == "cuda"
     options = RepositoryOptions(
         name=name if name is not None else default_name(path),
         backend=backend,
@@ -83,7 +102,7 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
         preferred_batch_sizes=_preferred(preferred_batch),
         queue_delay_us=queue_delay_us,
         plugin=plugin,
-        gpu=False if cpu else None,
+        gpu=gpu,
     )
     images_report = None
     try:
@@ -142,7 +161,7 @@ def triton(artifact: str, repository: str, name: Optional[str], model_version: i
         console.print(f"note: {note}")
     if backend == "python":
         console.print("serve it (CPU is enough):")
-        console.print(f"  fna-deploy serve {report.repository}", soft_wrap=True)
+        console.print(f"  fna-deploy serve {report.repository} --model {report.name}", soft_wrap=True)
     else:
         console.print("serve it (Triton container or a tritonserver with the tensorrt/onnxruntime backends):")
         console.print(f"  {report.server_command}", soft_wrap=True)

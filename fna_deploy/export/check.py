@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from typing import Optional
 
@@ -62,6 +63,27 @@ def compare(reference: np.ndarray, actual: np.ndarray, *, batch: int, output: st
     if degenerate and not allow_degenerate:
         passed = False
     return ParityResult(batch, output, max_abs, float(diff.mean()) if diff.size else 0.0, cosine, scale, criterion, passed, degenerate)
+
+
+def runnable_onnx(path: "str | os.PathLike[str]") -> "tuple[bytes | str, Optional[str]]":
+    """What ONNX Runtime can run for the ONNX file at ``path``, and a note when it is not the file as is.
+
+    A trt-target export carries the fna nodes without function bodies (TensorRT maps them to the
+    plugins); ONNX Runtime runs the same graph with the portable bodies attached in memory. Other
+    files (and files too large to serialise in one piece) are returned as their path."""
+    import onnx
+
+    from . import graph as graph_ops
+    from .functions import with_bodies
+
+    path = str(path)
+    meta = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    if meta.get("fna_target") != "trt":  # cheap: the header only, before loading the weights
+        return path, None
+    runnable, attached = with_bodies(onnx.load(path))
+    if not attached or runnable.ByteSize() >= graph_ops.EXTERNAL_DATA_THRESHOLD:
+        return path, None
+    return runnable.SerializeToString(), "trt target run with the portable function bodies attached in memory"
 
 
 def ort_session(model_bytes_or_path, threads: Optional[int] = None):

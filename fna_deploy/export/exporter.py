@@ -21,9 +21,10 @@ from torch import nn
 
 from .._version import __version__
 from ..config import FNAConfig
+from ..loading import weights_label
 from ..patching import model_info, patch, patch_record, unpatch
 from . import graph as graph_ops
-from .check import ParityResult, check_parity
+from .check import ParityResult, check_parity, runnable_onnx
 from .functions import attach_functions, inline_functions
 from .schemas import DOMAIN, register_schemas
 from .translation import translation_table
@@ -54,6 +55,7 @@ class ExportReport:
     check_note: Optional[str] = None
     total_seconds: float = 0.0
     functions: Optional[str] = None  # portable target: "local" (fna nodes with function bodies) or "inlined"
+    weights: str = "the given weights"  # or "random weights (seed N)" (loading.weights_label)
 
     @property
     def fna_nodes(self) -> dict[str, int]:
@@ -169,6 +171,7 @@ def export_onnx(
     progress: Optional[Callable[[str], None]] = None,
     allow_degenerate: bool = False,
     inline: bool = False,
+    random_seed: Optional[int] = None,
 ) -> ExportReport:
     """Export ``model`` with FNA attention (``config``) to ONNX at ``path``.
 
@@ -179,6 +182,8 @@ def export_onnx(
     was found. With ``check`` the written file is run with ONNX Runtime against PyTorch at
     batch 1 (and 2 when the batch is dynamic); see ``ExportReport.passed``. An output without signal
     (every value equal, e.g. a zero-initialised head) fails the check unless ``allow_degenerate``.
+    ``random_seed``: the model holds random weights drawn from this seed (recorded in the file, so
+    verify/infer rebuild the same model); None: real weights.
     """
     started = time.perf_counter()
     step = progress or (lambda _msg: None)
@@ -272,6 +277,8 @@ def export_onnx(
                 "input_shape": json.dumps(list(shape)),
                 "fna_functions": ("inlined" if inline else "local") if target == "portable" else "",
                 "preprocess": _preprocess_recipe(None if exported_graph else model, shape),
+                "random_seed": str(random_seed) if random_seed is not None else "",
+                "weights": weights_label(random_seed),
             },
         )
         proto.producer_name = "fna-deploy"
@@ -301,18 +308,15 @@ def export_onnx(
             files=[str(f) for f in files],
             export_seconds=round(export_seconds, 2),
             functions=("inlined" if inline else "local") if target == "portable" else None,
+            weights=weights_label(random_seed),
         )
         if check:
             step("checking parity with ONNX Runtime")
             batches = [1, 2] if dynamic_batch else [shape[0]]
-            if target == "trt":
-                # ONNX Runtime cannot run the bare plugin nodes: check the same graph with the bodies attached
-                runnable = onnx.load(str(path))
-                attach_functions(runnable)
-                source = runnable.SerializeToString() if runnable.ByteSize() < graph_ops.EXTERNAL_DATA_THRESHOLD else str(path)
+            # ONNX Runtime cannot run the bare plugin nodes of a trt target: the same graph with the bodies attached
+            source, note = runnable_onnx(path)
+            if note:
                 report.check_note = "trt target checked with the portable function bodies attached in memory"
-            else:
-                source = str(path)
             results = check_parity(model, source, shape, batches, fp16=fp16, allow_degenerate=allow_degenerate)
             report.parity = [r.to_dict() for r in results]
         report.total_seconds = round(time.perf_counter() - started, 2)

@@ -138,6 +138,8 @@ def _artifact_tensors(artifact: Path, backend: str) -> tuple[list[TensorSpec], l
         params = {"fna_fp16": str(engine.fp16).lower()}
         if engine.fna_config is not None:
             params["fna_config"] = json.dumps(engine.fna_config, sort_keys=True)
+        if engine.random_seed is not None:
+            params["fna_random_seed"] = str(engine.random_seed)
         return engine.inputs, engine.outputs, profile, params, [], engine
     if artifact.suffix != ".onnx":
         raise ValueError(f"the {backend} backend serves a portable .onnx export, got {artifact.name!r}")
@@ -150,7 +152,7 @@ def _artifact_tensors(artifact: Path, backend: str) -> tuple[list[TensorSpec], l
         )
     # the export's metadata as config parameters, all prefixed fna_ so no backend mistakes them for its own
     params = {k if k.startswith("fna_") else f"fna_{k}": info.metadata[k]
-              for k in ("fna_config", "fna_target", "model_spec", "input_shape", "fp16", "preprocess") if info.metadata.get(k)}
+              for k in ("fna_config", "fna_target", "model_spec", "input_shape", "fp16", "preprocess", "random_seed") if info.metadata.get(k)}
     return info.inputs, info.outputs, None, params, info.external_data, None
 
 

@@ -151,6 +151,11 @@ def cause_line(log: str) -> Optional[str]:
     return _LOG_PREFIX.sub("", (loading or errors)[0]).strip()
 
 
+def explicit_models_args(models: Sequence[str]) -> list[str]:
+    """tritonserver's flags that load only ``models`` (explicit model control), as --load-model does."""
+    return ["--model-control-mode=explicit", *(f"--load-model={name}" for name in models)] if models else []
+
+
 def model_backends(repository: "str | os.PathLike[str]") -> dict[str, str]:
     """model name -> the backend its config.pbtxt needs (tensorrt, onnxruntime, python, ...)."""
     from .config import read_config
@@ -165,17 +170,21 @@ def model_backends(repository: "str | os.PathLike[str]") -> dict[str, str]:
     return needed
 
 
-def check_backends(repository: "str | os.PathLike[str]", binary: ServerBinary) -> None:
-    """ValueError naming the first model whose backend the server lacks (before starting it)."""
+def check_backends(repository: "str | os.PathLike[str]", binary: ServerBinary, models: Sequence[str] = ()) -> None:
+    """ValueError naming the first model (of ``models``; all when empty) whose backend the server
+    lacks (before starting it)."""
     available = server_backends(binary)
     if not available:
         return  # a server whose backends folder we cannot see: let it say so itself
     for name, backend in model_backends(repository).items():
+        if models and name not in models:
+            continue
         if backend not in available and backend != "ensemble":  # ensembles are Triton's own, no backend
             bundled = " (the tritonserver bundled in nvidia-pytriton has only the python backend)" if binary.bundled else ""
             raise ValueError(
                 f"model {name!r} needs the {backend} backend, but {binary.path} has only: {', '.join(available)}{bundled}; "
-                f"write the repository with 'fna-deploy triton ... --backend {available[0]}' or serve it with a Triton that has {backend}"
+                f"write the repository with 'fna-deploy triton ... --backend {available[0]}', serve only the others "
+                f"(--model NAME), or serve it with a Triton that has {backend}"
             )
 
 

@@ -71,6 +71,7 @@ class EngineIO:
     fp16: bool
     plugin: Optional[str]
     fna_config: Optional[dict]
+    random_seed: Optional[int] = None  # the export's random-weights seed (sidecar extra), None: real weights
 
 
 def sidecar_path(engine: "str | os.PathLike[str]") -> Path:
@@ -145,7 +146,9 @@ def engine_io(data: Any) -> EngineIO:
     if fna_config is not None and not isinstance(fna_config, dict):
         raise ValueError("engine sidecar: 'fna_config' must be an object or null")
     lo, opt, hi = batches[0]
-    return EngineIO(inputs, outputs, lo, opt, hi, all(dynamic), bool(data.get("fp16", False)), plugin, fna_config)
+    seed = (data.get("extra") or {}).get("random_seed") if isinstance(data.get("extra"), dict) else None
+    return EngineIO(inputs, outputs, lo, opt, hi, all(dynamic), bool(data.get("fp16", False)), plugin, fna_config,
+                    seed if isinstance(seed, int) and not isinstance(seed, bool) else None)
 
 
 def load_sidecar(engine: "str | os.PathLike[str]") -> EngineIO:

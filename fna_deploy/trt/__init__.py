@@ -386,6 +386,8 @@ def build_engine(
         onnx=str(onnx_path),
         plugin=(plugin or default_plugin()) if runtime == TENSORRT else (plugin if has_fna_nodes(model) else None),
         fna_config=json.loads(meta["fna_config"]) if meta.get("fna_config") else None,
+        # the export's random-weights seed, so verify/infer rebuild the same reference model
+        extra={"random_seed": int(meta["random_seed"])} if meta.get("random_seed", "").isdigit() else {},
         runtime=runtime,
         compute_capabilities=recorded,
         extra=extra,

@@ -14,6 +14,46 @@ from typing import Callable, Optional, Sequence
 
 Profile = dict[str, tuple[list[int], list[int], list[int]]]
 
+# the batch profile a dynamic-batch export gets when build is given no --batch or shape flags:
+# small requests build at batch 1, the engine is tuned for 4, and Triton may batch up to 16
+DEFAULT_DYNAMIC_BATCH = (1, 4, 16)
+
+
+def default_batch(onnx_path: str) -> tuple[tuple[int, int, int], str]:
+    """The batch profile build uses without --batch / shape flags, and how it was chosen: the
+    export's own batch when it is static, :data:`DEFAULT_DYNAMIC_BATCH` when it is dynamic."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    weights = {t.name for t in model.graph.initializer}
+    dims = [i.type.tensor_type.shape.dim[0] for i in model.graph.input if i.name not in weights and i.type.tensor_type.shape.dim]
+    static = {d.dim_value for d in dims if d.HasField("dim_value")}
+    if dims and len(static) == 1 and all(d.HasField("dim_value") for d in dims):
+        b = static.pop()
+        return (b, b, b), f"the export's static batch {b}"
+    lo, opt, hi = DEFAULT_DYNAMIC_BATCH
+    return DEFAULT_DYNAMIC_BATCH, f"default for a dynamic-batch export; set --batch MIN:OPT:MAX to change it"
+
+
+def check_batch_agrees(batch: tuple[int, int, int], profile: Profile) -> None:
+    """--batch together with shape flags: every shape's first dimension must be that batch range,
+    or the two flags contradict each other (one would be silently ignored)."""
+    for name, (lo, opt, hi) in profile.items():
+        given = (lo[0], opt[0], hi[0])
+        if given != tuple(batch):
+            raise ValueError(
+                f"--batch {':'.join(map(str, batch))} contradicts the shape flags, which give {name!r} the batch "
+                f"{':'.join(map(str, given))}; give the batch in one place (drop --batch, or the shape flags)"
+            )
+
+
+def describe_profile(profile: "dict[str, dict[str, list[int]]]") -> str:
+    """``images 1x3x224x224 / 4x3x224x224 / 16x3x224x224 (min/opt/max)`` for every input of a sidecar profile."""
+    def dims(shape: list[int]) -> str:
+        return "x".join(map(str, shape))
+
+    return "; ".join(f"{name} {dims(p['min'])} / {dims(p['opt'])} / {dims(p['max'])} (min/opt/max)" for name, p in profile.items())
+
 
 def is_legacy(spec: str) -> bool:
     """The old ``name:MINxOPTxMAX`` spelling: commas inside one input's dimensions."""

@@ -19,7 +19,7 @@ def test_format_layers_and_export_flags():
     assert export_flags(64, range(6, 12), massive_ratio=20.0) == "--landmarks 64 --layers 6-11 --massive-ratio 20"
     assert (
         export_flags(32, [1], artifact_ratio=2.5, method="grid", pinv_iters=8, resolution=1024)
-        == "--resolution 1024 --landmarks 32 --layers 1 --method grid --artifact-ratio 2.5 --pinv-iters 8"
+        == "--resolution 1024 --landmarks 32 --layers 1 --method grid --massive-ratio 0 --artifact-ratio 2.5 --pinv-iters 8"
     )
 
 

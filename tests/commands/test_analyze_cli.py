@@ -38,7 +38,7 @@ def test_cli_writes_report_and_plots(pickled_model, tmp_path):
     data = json.loads(report.read_text())
     assert data["num_images"] == 2 and len(data["layers"]) == 2
     assert data["skipped_landmarks"] == {"100": "more landmarks than the 65 tokens"}
-    assert data["recommendation"]["export_flags"] == "--landmarks 8 --layers 0-1"
+    assert data["recommendation"]["export_flags"] == "--landmarks 8 --layers 0-1 --massive-ratio 0"  # 0 differs from export's default
     # the printed command names the analysed model, ready to paste
     assert f"fna-deploy export {pickled_model} --allow-pickle --landmarks 8 --layers 0-1" in result.output
     assert len(list((tmp_path / "plots").glob("*.png"))) == 3

@@ -184,7 +184,7 @@ def test_debug_shows_the_traceback(workdir, monkeypatch):
 def test_unexpected_errors_name_the_command_and_exit_2(monkeypatch):
     import fna_deploy.commands.info as info_cmd
 
-    def boom():
+    def boom(*_args):  # collect(step)
         raise RuntimeError("something broke\nmore detail")
 
     monkeypatch.setattr(info_cmd, "collect", boom)

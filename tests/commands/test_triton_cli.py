@@ -20,6 +20,7 @@ from fna_deploy import triton as tr  # noqa: E402
 from fna_deploy.cli import cli  # noqa: E402
 
 from ..triton.conftest import fake_engine, fake_plugin, tiny_onnx  # noqa: E402
+from . import stop_server  # noqa: E402
 
 
 def invoke(*args):
@@ -35,10 +36,18 @@ def test_triton_writes_repository_and_prints_commands(tmp_path):
     assert f"fna-deploy serve {tmp_path / 'repo'}" in result.output
     assert "perf_analyzer -m vit_fna -u 127.0.0.1:8000" in result.output
 
-    # default backend from the suffix: .onnx -> onnxruntime, .plan -> tensorrt
-    result = invoke("triton", onnx_path, "-o", tmp_path / "repo", "--name", "ort", "--max-batch-size", "2")
+    # default backend from the suffix and --device: .onnx -> onnxruntime on cuda (KIND_GPU), python on cpu; .plan -> tensorrt
+    result = invoke("triton", onnx_path, "-o", tmp_path / "repo", "--name", "ort", "--max-batch-size", "2", "--device", "cuda")
     assert result.exit_code == 0, result.output
-    assert tr.parse_config((tmp_path / "repo" / "ort" / "config.pbtxt").read_text()).platform == "onnxruntime_onnx"
+    cfg = tr.parse_config((tmp_path / "repo" / "ort" / "config.pbtxt").read_text())
+    assert cfg.platform == "onnxruntime_onnx" and cfg.instance_group[0].kind == cfg.instance_group[0].KIND_GPU
+    result = invoke("triton", onnx_path, "-o", tmp_path / "repo", "--name", "ortcpu", "--backend", "onnxruntime", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    cfg = tr.parse_config((tmp_path / "repo" / "ortcpu" / "config.pbtxt").read_text())
+    assert cfg.instance_group[0].kind == cfg.instance_group[0].KIND_CPU
+    result = invoke("triton", onnx_path, "-o", tmp_path / "repo", "--name", "cpu", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert tr.parse_config((tmp_path / "repo" / "cpu" / "config.pbtxt").read_text()).backend == "python"
     plugin = fake_plugin(tmp_path / "libfna.so")
     result = invoke("triton", fake_engine(tmp_path), "-o", tmp_path / "repo", "--name", "trt", "--plugin", plugin)
     assert result.exit_code == 0, result.output
@@ -148,13 +157,7 @@ def serve_process(served_repo, tmp_path):
             time.sleep(0.3)
         yield proc, ports, tmp_path / "serve.out"
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_server(proc)
         out.close()
 
 
@@ -170,7 +173,7 @@ def test_serve_infer_compare_and_sigterm(served_repo, serve_process):
     # the served FNA config (recorded in config.pbtxt) is applied to the PyTorch model: exact match
     result = invoke("infer", url, "tiny", "--batch", "3", "--compare", model, "--allow-pickle", "--report", served_repo / "r.json")
     assert result.exit_code == 0, result.output
-    assert "output [3, 10] float32" in result.output and "(FNA served config): ok" in result.output
+    assert "output [3, 10] float32" in result.output and "(FNA served config): ok" in result.output and "the given weights" in result.output
     import json
 
     record = json.loads((served_repo / "r.json").read_text())
@@ -181,7 +184,7 @@ def test_serve_infer_compare_and_sigterm(served_repo, serve_process):
     result = invoke("infer", url, "tiny", "--batch", "3", "--compare", model, "--allow-pickle", "--landmarks", "5")
     assert result.exit_code == 1 and "does not match PyTorch" in result.output
     result = invoke("infer", url, "tiny", "--compare", model, "--allow-pickle", "--dense")
-    assert result.exit_code == 1 and "(FNA dense): FAILED" in result.output
+    assert result.exit_code == 1 and "(dense attention): FAILED" in result.output
 
     # an image file goes through the same preprocessing on both sides
     from PIL import Image
@@ -193,7 +196,9 @@ def test_serve_infer_compare_and_sigterm(served_repo, serve_process):
     assert "output [1, 10]" in result.output and "top-5 of the first image" in result.output
 
     result = invoke("infer", url, "tiny", "--batch", "8")
-    assert result.exit_code == 2 and "exceeds the model's max_batch_size 4" in result.output
+    assert result.exit_code == 2 and "--batch 8 exceeds the model's max_batch_size 4" in result.output
+    result = invoke("infer", url, "tiny", "--random", "9")
+    assert result.exit_code == 2 and "--random 9 exceeds the model's max_batch_size 4" in result.output
     result = invoke("infer", url, "nope")
     assert result.exit_code == 2 and "model 'nope' is not ready" in result.output
 

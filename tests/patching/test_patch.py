@@ -112,7 +112,7 @@ def test_planted_massive_token_becomes_a_landmark(spy):
     assert call["idx"][:, :2].tolist() == [[0, planted], [0, planted]]
 
     spy.clear()
-    fd.patch(model, fd.FNAConfig(num_landmarks=4, layers="2-3", artifact_ratio=10.0))
+    fd.patch(model, fd.FNAConfig(num_landmarks=4, layers="2-3", massive_ratio=0, artifact_ratio=10.0))
     with torch.no_grad():
         model(x)
     assert planted not in spy[0]["idx"].flatten().tolist()  # now an excluded artifact
