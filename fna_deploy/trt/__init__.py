@@ -375,6 +375,8 @@ def build_engine(
     if runtime == TENSORRT_RTX:
         where = f"compute capability {', '.join(format_cc(c) for c in recorded)}" if recorded else "the library's default compute capabilities"
         gpu = f"{gpu or 'no GPU'}; built for {where}"
+    if meta.get("random_seed", "").isdigit():  # the export's random-weights seed: verify/infer rebuild the same model
+        extra["random_seed"] = int(meta["random_seed"])
     sidecar = EngineSidecar(
         tensorrt_version=str(trt.__version__),
         gpu=gpu or "unknown",
@@ -386,8 +388,6 @@ def build_engine(
         onnx=str(onnx_path),
         plugin=(plugin or default_plugin()) if runtime == TENSORRT else (plugin if has_fna_nodes(model) else None),
         fna_config=json.loads(meta["fna_config"]) if meta.get("fna_config") else None,
-        # the export's random-weights seed, so verify/infer rebuild the same reference model
-        extra={"random_seed": int(meta["random_seed"])} if meta.get("random_seed", "").isdigit() else {},
         runtime=runtime,
         compute_capabilities=recorded,
         extra=extra,
