@@ -3,6 +3,7 @@ flags refused, a dynamic-batch export gets a named default profile, Triton follo
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -68,6 +69,10 @@ def test_printed_profile_is_the_sidecar_and_the_engine(dense, tmp_path, flags, e
         pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="needs tritonclient")
         from fna_deploy import triton as tr
 
+        # Triton's tensorrt backend refuses a TensorRT-RTX plan (tests/test_trt_rtx.py); the max_batch_size rule is
+        # the same for a TensorRT plan, whose sidecar differs only in the runtime it names
+        side = EngineSidecar.path_for(plan)
+        side.write_text(json.dumps({**json.loads(side.read_text()), "runtime": "tensorrt"}))
         report = tr.write_repository(plan, tmp_path / "repo", tr.RepositoryOptions(name="d", backend="tensorrt"))
         assert tr.parse_config(open(report.config_path).read()).max_batch_size == DEFAULT_DYNAMIC_BATCH[2]
 

@@ -101,8 +101,11 @@ def vit_exports(tmp_path_factory):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_fna_engine_built_by_tensorrt_rtx(rtx_plugin_build, vit_exports, precision, tmp_path):
     source = vit_exports[precision]
-    fna_nodes = Counter(n.op_type for n in onnx.load(str(source), load_external_data=False).graph.node if n.domain == "fna")
+    nodes = [n for n in onnx.load(str(source), load_external_data=False).graph.node if n.domain == "fna"]
+    fna_nodes = Counter(n.op_type for n in nodes)
     assert fna_nodes == {"FnaLandmarks": 1, "NystromAttention": 6}
+    # features, plus the optional scores input when massive/artifact tokens are on (the default massive ratio)
+    landmark_inputs = len([i for i in next(n for n in nodes if n.op_type == "FnaLandmarks").input if i])
     plan = tmp_path / f"vit_{precision}.plan"
     args = ["build", str(source), "-o", str(plan), "--runtime", "tensorrt-rtx", "--compute-capabilities", str(ARCH),
             "--batch", "1:2:4", "--plugin", str(rtx_plugin_build.trt_rtx_plugin)]
@@ -132,8 +135,10 @@ def test_fna_engine_built_by_tensorrt_rtx(rtx_plugin_build, vit_exports, precisi
     # output shapes asked with a symbolic batch ("?"), the rest of the shape known
     assert "fna-trace: FnaLandmarks.getOutputShapes features=?x17x64" in trace
     assert "fna-trace: NystromAttention.getOutputShapes q=?x3x17x64" in trace
-    assert f"fna-trace: FnaLandmarks.supportsFormatCombination pos=0 {io} yes" in trace
-    assert "fna-trace: FnaLandmarks.supportsFormatCombination pos=1 int32 yes" in trace
+    assert f"fna-trace: FnaLandmarks.supportsFormatCombination pos=0 {io} yes" in trace  # features
+    if landmark_inputs == 2:  # the token norms, kept fp32 in an fp16 export too
+        assert "fna-trace: FnaLandmarks.supportsFormatCombination pos=1 fp32 yes" in trace
+    assert f"fna-trace: FnaLandmarks.supportsFormatCombination pos={landmark_inputs} int32 yes" in trace
     for pos, kind in ((0, io), (1, io), (2, io), (3, "int32"), (4, io)):
         assert f"fna-trace: NystromAttention.supportsFormatCombination pos={pos} {kind} yes" in trace
     assert not [line for line in trace if line.endswith(" no")]  # the builder proposed nothing the plugins refuse

@@ -41,14 +41,16 @@ def test_the_name_is_checked_again_at_the_swap(tmp_path, monkeypatch):
     """A writer that passed the early check loses when another one got the name while it staged."""
     onnx_path = tiny_onnx(tmp_path / "m.onnx")
     repo = tmp_path / "repo"
-    real_staging_dir = tr.repository.staging_dir
+    from fna_deploy import utils
+
+    real_staging_dir = utils.staging_dir  # the one staging mechanism (utils.replace_folder_atomic)
 
     def competitor_first(parent, name):
-        monkeypatch.setattr(tr.repository, "staging_dir", real_staging_dir)
+        monkeypatch.setattr(utils, "staging_dir", real_staging_dir)
         write_repository(onnx_path, repo, RepositoryOptions(name="vit", backend="python", max_batch_size=2))
         return real_staging_dir(parent, name)
 
-    monkeypatch.setattr(tr.repository, "staging_dir", competitor_first)
+    monkeypatch.setattr(utils, "staging_dir", competitor_first)
     with pytest.raises(FileExistsError):
         write_repository(onnx_path, repo, RepositoryOptions(name="vit", backend="python", max_batch_size=4))
     assert tr.parse_config((repo / "vit" / "config.pbtxt").read_text()).max_batch_size == 2  # the winner's model
