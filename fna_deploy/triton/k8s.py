@@ -410,15 +410,19 @@ def write_manifests(manifests: Manifests, folder: "str | Path", *, force: bool =
     from ..utils import replace_folder_atomic
 
     folder = Path(folder)
-    if folder.exists() or folder.is_symlink():
-        if not folder.is_dir() or folder.is_symlink():
-            raise NotADirectoryError(20, "the manifests' output is not a folder", str(folder))
-        if any(folder.iterdir()):
-            if not force:
-                raise FileExistsError(17, "the manifests folder is not empty (use --force to replace it)", str(folder))
-            if not (folder / K8S_MARKER).is_file():
-                raise ValueError(f"{str(folder)!r} was not written by fna-deploy k8s (no {K8S_MARKER} in it), "
-                                 "so --force does not replace it; choose another -o")
+
+    def check(folder: Path) -> None:  # before the work, and again under the writer lock at the swap
+        if folder.exists() or folder.is_symlink():
+            if not folder.is_dir() or folder.is_symlink():
+                raise NotADirectoryError(20, "the manifests' output is not a folder", str(folder))
+            if any(folder.iterdir()):
+                if not force:
+                    raise FileExistsError(17, "the manifests folder is not empty (use --force to replace it)", str(folder))
+                if not (folder / K8S_MARKER).is_file():
+                    raise ValueError(f"{str(folder)!r} was not written by fna-deploy k8s (no {K8S_MARKER} in it), "
+                                     "so --force does not replace it; choose another -o")
+
+    check(folder)
     if not folder.parent.is_dir():
         raise FileNotFoundError(2, "the manifests folder's parent does not exist", str(folder.parent))
 
@@ -427,5 +431,5 @@ def write_manifests(manifests: Manifests, folder: "str | Path", *, force: bool =
             (staging / name).write_text(render_yaml(manifest))
         (staging / K8S_MARKER).write_text(json.dumps({"written_by": "fna-deploy", "files": sorted(manifests.files)}) + "\n")
 
-    replace_folder_atomic(folder, populate)
+    replace_folder_atomic(folder, populate, check=check)
     return [folder / name for name in manifests.files]
