@@ -21,9 +21,7 @@ import dataclasses
 import io
 import json
 import resource
-import statistics
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
@@ -34,10 +32,12 @@ from torch import nn
 
 from .config import FNAConfig
 from .flops import estimate
+from .timing import cuda_event_timer, host_timer, summary, time_interleaved  # noqa: F401  (bench.host_timer etc. stay importable)
 from .patching import model_info, patch, unpatch
 from .utils import choose_threads, resolve_device
 
-BACKENDS = ("torch", "onnxrt", "openvino", "trt")
+BACKENDS = ("torch", "onnxrt", "openvino", "trt", "tensorrt-rtx")
+ENGINE_BACKENDS = ("trt", "tensorrt-rtx")  # engines built (or taken with --engine) and run by fna_deploy.runtimes.tensorrt
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 FNA_OPS = ("auto", "reference", "both")
 # what ran for the fna ops, named in every row
@@ -45,6 +45,7 @@ FNA_KERNELS = "fna kernels (libfna.so)"
 REFERENCE_OPS = "PyTorch reference ops"
 ONNX_FUNCTIONS = "ONNX Runtime (fna function bodies)"
 OPENVINO_FUNCTIONS = "OpenVINO (fna function bodies inlined)"
+ENGINE_PLUGINS = {"trt": "TensorRT (fna plugins)", "tensorrt-rtx": "TensorRT-RTX (fna plugins)"}
 # a CUDA graph whose replay on a fresh input is farther than this from eager is not used
 GRAPH_CHECK_REL_L2 = 1e-2
 
@@ -129,6 +130,9 @@ class BenchReport:
                 cells += [f"{d.peak_mem_mb:.0f}", f"{f.peak_mem_mb:.0f}", _fmt(kvr, ".2e"),
                           f"{'yes' if d.cuda_graph else 'no'}/{'yes' if f.cuda_graph else 'no'}"]
             lines.append("| " + " | ".join(cells) + " |")
+        for backend, reason in self.skipped.items():  # a backend asked for and not run: its row says why
+            cells = [backend, "-", "-", "-", f"not run: {reason}"] + ["-"] * (len(head) - 5)
+            lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
     def plot(self, path: "str | Path") -> None:
@@ -141,7 +145,7 @@ class BenchReport:
         except ImportError:
             raise ImportError("plots need matplotlib: pip install matplotlib") from None
         fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        colors = {"torch": "tab:red", "onnxrt": "tab:blue", "openvino": "tab:purple", "trt": "tab:green"}
+        colors = {"torch": "tab:red", "onnxrt": "tab:blue", "openvino": "tab:purple", "trt": "tab:green", "tensorrt-rtx": "tab:olive"}
         for backend in dict.fromkeys(m.backend for m in self.measurements):
             rows = sorted((m for m in self.measurements if m.backend == backend and m.variant == "dense"), key=lambda m: m.tokens)
             ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], "-o", color=colors.get(backend), label=f"{backend} dense")
@@ -389,33 +393,6 @@ def _recover_from_capture() -> None:
             torch.cuda.synchronize()
 
 
-def host_timer(run: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    run()
-    return (time.perf_counter() - started) * 1e3
-
-
-def cuda_event_timer(run: Callable[[], Any]) -> float:
-    """Milliseconds of ``run()`` on the GPU between two CUDA events, from an idle device."""
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    run()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
-
-
-def time_interleaved(runs: dict[str, Callable[[], Any]], iters: int,
-                     timer: Callable[[Callable[[], Any]], float] = host_timer) -> dict[str, list[float]]:
-    """``iters`` rounds, each timing every run once in order: per key, the list of milliseconds."""
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(iters):
-        for key, run in runs.items():
-            times[key].append(timer(run))
-    return times
-
-
 @contextlib.contextmanager
 def _memory_probe(device: str) -> Iterator[dict[str, Any]]:
     """Peak memory of the block: on CUDA max allocated minus what was allocated when it began
@@ -483,6 +460,8 @@ def _run_bench(
     log: Optional[Callable[[str], None]] = None,
     config: Optional[FNAConfig] = None,
     onnx_artifact: "str | Path | None" = None,
+    engine: "str | Path | None" = None,
+    plugin: Optional[str] = None,
 ) -> BenchReport:
     """Benchmark dense vs FNA for each resolution; ``load(resolution)`` builds the model.
 
@@ -494,6 +473,9 @@ def _run_bench(
     ``config``: the FNA configuration of the FNA variants but for ``num_landmarks`` (an artifact's
     stored config; default: ``layers`` and the defaults). ``onnx_artifact``: an exported ONNX file
     timed as the onnxrt FNA variant of its own landmark count instead of a fresh export.
+    ``engine``: a built plan timed as the trt / tensorrt-rtx FNA variant (its sidecar's landmark
+    count) instead of a freshly built engine; ``plugin`` the fna plugin library for engine builds.
+    A backend that cannot run here is left out with its reason in ``report.skipped``.
     """
     if workdir is None:  # exports go to a temporary folder of our own, removed on every exit path
         options = dict(locals())
@@ -515,34 +497,14 @@ def _run_bench(
     if cuda:
         report.machine["cuda"] = torch.version.cuda
     active = list(backends)
-    if "onnxrt" in active:
-        if cuda:
-            report.skipped["onnxrt"] = ("ONNX Runtime runs on its CPU execution provider here, so its times are not GPU times; "
-                                        "time it with --device cpu")
-        else:
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError:
-                report.skipped["onnxrt"] = "onnxruntime is not installed"
-    if "openvino" in active:
-        from .runtimes.openvino import OpenVINOUnavailable, require_openvino, version
+    for backend in active:
+        reason = backend_unavailable(backend, device)
+        if reason:
+            report.skipped[backend] = reason
+        elif backend == "openvino":
+            from .runtimes.openvino import version
 
-        if cuda:
-            report.skipped["openvino"] = "OpenVINO runs on its CPU plugin here, so its times are not GPU times; time it with --device cpu"
-        else:
-            try:
-                require_openvino()
-                report.machine["openvino"] = version()
-            except OpenVINOUnavailable as exc:
-                report.skipped["openvino"] = str(exc)
-    if "trt" in active:
-        from .trt import TensorRTUnavailable, require_tensorrt
-
-        try:
-            require_tensorrt()
-            report.skipped["trt"] = "the trt backend is timed with fna-deploy build engines; not run by bench yet"
-        except TensorRTUnavailable as exc:
-            report.skipped["trt"] = str(exc)
+            report.machine["openvino"] = version()
     active = [b for b in active if b not in report.skipped]
     total = len(resolutions) * len(active)
     done = 0
@@ -557,6 +519,10 @@ def _run_bench(
         if len(landmarks) != 1:
             raise ValueError("an ONNX artifact is timed at its own landmark count only; give exactly one")
         report.machine["onnx_artifact"] = str(onnx_artifact)
+    if engine is not None:
+        if len(landmarks) != 1:
+            raise ValueError("an engine is timed at its own landmark count only; give exactly one")
+        report.machine["engine"] = str(engine)
     for res in resolutions:
         model = load(res).to(device=device, dtype=torch_dtype).eval()
         info = model_info(model)
@@ -577,9 +543,11 @@ def _run_bench(
                         # switching kernels off only where libfna.so registered them for the ops
                         fn = _call(fna_model, x, reference=impl == REFERENCE_OPS and implementation == FNA_KERNELS)
                         variants.append(_Variant(f"fna{m}" + ("-ref" if impl == REFERENCE_OPS and fna_ops == "both" else ""), m, impl, fn))
+            elif backend in ENGINE_BACKENDS:
+                variants, onnx_dtype = _engine_variants(backend, model, x, usable, fna_config, tmp, res, dtype, engine, plugin)
             else:  # onnxrt, openvino
                 variants, onnx_dtype = _onnx_variants(backend, model, x, usable, fna_config, threads, tmp, res,
-                                                      openvino_precision, onnx_artifact)
+                                                      openvino_precision, onnx_artifact, device)
             stats, outputs = _measure(variants, report, backend, res, x if backend == "torch" else None, warmup, iters,
                                       device if backend == "torch" else "cpu", graphs and backend == "torch", log)
             by_key = {v.key: v for v in variants}
@@ -618,8 +586,55 @@ def _call(model: nn.Module, x: torch.Tensor, reference: bool = False) -> Callabl
     return run
 
 
+def backend_unavailable(backend: str, device: str) -> Optional[str]:
+    """None when ``backend`` can be timed on ``device`` here, else one sentence saying why not."""
+    if backend == "torch":
+        return None
+    if backend == "onnxrt":
+        from .runtimes.onnxrt import OnnxrtRunner
+
+        return OnnxrtRunner.unavailable(device)
+    if backend == "openvino":
+        from .runtimes.openvino import OpenVINORunner
+
+        return OpenVINORunner.unavailable(device)
+    from .runtimes.tensorrt import BACKEND_RUNTIMES, unavailable
+
+    return unavailable(BACKEND_RUNTIMES[backend])
+
+
+def _runner_variants(runners: list[tuple[str, Optional[int], Any]], feed: dict[str, np.ndarray], fna_ops: str) -> list[_Variant]:
+    """One timed variant per (key, landmarks, loaded Runner): ``infer`` on the bench input, first output."""
+    return [_Variant(key, m, None if m is None else fna_ops, (lambda r: lambda: r.infer(feed)[0])(runner.load()))
+            for key, m, runner in runners]
+
+
+def _engine_variants(backend, model, x, usable, fna_config, tmp: Path, res: int, dtype: str, engine: "str | Path | None" = None,
+                     plugin: Optional[str] = None) -> tuple[list[_Variant], str]:
+    """Dense and FNA engines of ``model`` (built here for the backend's runtime, or ``engine`` as the
+    FNA variant) run by fna_deploy.runtimes.tensorrt; (variants, precision they were built at)."""
+    from .export import export_onnx
+    from .runtimes.tensorrt import BACKEND_RUNTIMES, EngineRunner, build_for_bench, engine_landmarks
+
+    runtime, batch, fp16 = BACKEND_RUNTIMES[backend], int(x.shape[0]), dtype == "fp16"
+    unpatch(model)
+    model = model.float()
+    runners: list[tuple[str, Optional[int], Any]] = []
+    for key, m in [("dense", None)] + [(f"fna{m}", m) for m in usable]:
+        if m is not None and engine is not None:
+            runners.append((f"fna{engine_landmarks(engine)}", engine_landmarks(engine), EngineRunner(engine, plugin, name=backend)))
+            break
+        onnx_path, plan = tmp / f"{backend}_{key}_{res}.onnx", tmp / f"{backend}_{key}_{res}.plan"
+        export_onnx(model, None if m is None else fna_config(m), onnx_path, target="dense" if m is None else "trt",
+                    input_shape=tuple(x.shape), dynamic_batch=False, check=False)
+        build_for_bench(onnx_path, plan, runtime, batch=batch, fp16=fp16, plugin=plugin)
+        runners.append((key, m, EngineRunner(plan, plugin, name=backend)))
+    feed = {"images": x.detach().to("cpu", torch.float32).numpy()}
+    return _runner_variants(runners, feed, ENGINE_PLUGINS[backend]), "fp16" if fp16 else "fp32"
+
+
 def _onnx_variants(backend, model, x, usable, fna_config, threads, tmp: Path, res: int, openvino_precision: str = "f32",
-                   artifact: "str | Path | None" = None) -> tuple[list[_Variant], str]:
+                   artifact: "str | Path | None" = None, device: str = "cpu") -> tuple[list[_Variant], str]:
     """Dense and FNA exports of ``model`` run by ONNX Runtime or OpenVINO (CPU); (variants, precision they ran).
     ``artifact``: an exported FNA file timed as the FNA variant (its own landmark count), as it would be served."""
     from .export import export_onnx
@@ -635,24 +650,15 @@ def _onnx_variants(backend, model, x, usable, fna_config, threads, tmp: Path, re
         paths.append((f"fna{m}", m, tmp / f"fna{m}_{res}.onnx"))
         export_onnx(model, fna_config(m), paths[-1][2], input_shape=tuple(x.shape), dynamic_batch=False, check=False)
     if backend == "openvino":
-        from .runtimes import openvino
+        from .runtimes.openvino import OpenVINORunner
 
-        variants, ran = [], "f32"
-        for key, m, path in paths:
-            compiled, details = openvino.compile_onnx(path, openvino_precision, threads)
-            ran = details["precision"]
-            variants.append(_Variant(key, m, None if m is None else OPENVINO_FUNCTIONS,
-                                     (lambda c: lambda: openvino.run(c, feed)[0])(compiled)))
+        runners = [(key, m, OpenVINORunner(path, openvino_precision, threads)) for key, m, path in paths]
+        variants = _runner_variants(runners, feed, OPENVINO_FUNCTIONS)
+        ran = runners[-1][2].details["precision"]
         return variants, {"f32": "fp32", "f16": "fp16"}.get(ran, ran)
-    import onnxruntime as ort
+    from .runtimes.onnxrt import OnnxrtRunner
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    sessions = [(key, m, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])) for key, m, path in paths]
-    return [_Variant(key, m, None if m is None else ONNX_FUNCTIONS, (lambda s: lambda: s.run(None, feed)[0])(session))
-            for key, m, session in sessions], "fp32"
+    return _runner_variants([(key, m, OnnxrtRunner(path, threads, device)) for key, m, path in paths], feed, ONNX_FUNCTIONS), "fp32"
 
 
 def _measure(variants: list[_Variant], report: BenchReport, backend: str, res: int, x: Optional[torch.Tensor], warmup: int,
@@ -676,8 +682,7 @@ def _measure(variants: list[_Variant], report: BenchReport, backend: str, res: i
         runs[v.key] = prepared.run
     times = time_interleaved(runs, iters, cuda_event_timer if cuda else host_timer)
     for key, values in times.items():
-        stats[key]["median_ms"] = statistics.median(values)
-        stats[key]["p90_ms"] = float(np.percentile(values, 90))
+        stats[key].update(summary(values))
     return stats, outputs
 
 

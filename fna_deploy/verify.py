@@ -73,12 +73,10 @@ def torch_runner(model: nn.Module, name: str, input_shape: Sequence[int], device
 
 def onnxrt_runner(path: "str | Path"):
     """ONNX Runtime on an export; a trt-target export runs with its function bodies attached."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from .runtimes.base import as_polygraphy
+    from .runtimes.onnxrt import OnnxrtRunner
 
-    from .export.check import runnable_onnx
-
-    source, _note = runnable_onnx(path)
-    return OnnxrtRunner(SessionFromOnnx(source, providers=["cpu"]), name=ONNXRT)
+    return as_polygraphy(OnnxrtRunner(path, name=ONNXRT))
 
 
 def onnx_runners(path: "str | Path", backends: Sequence[str], openvino_precision: str = "f32") -> list:
@@ -103,9 +101,12 @@ def onnx_runners(path: "str | Path", backends: Sequence[str], openvino_precision
 
 
 def trt_runner(engine_path: "str | Path", plugin: Optional[str] = None):
-    from .trt import load_engine_runner
+    """The engine (TensorRT or TensorRT-RTX, as its sidecar says) loaded now, so that a runtime
+    missing here is a TensorRTUnavailable before the Comparator starts."""
+    from .runtimes.base import as_polygraphy
+    from .runtimes.tensorrt import EngineRunner
 
-    return load_engine_runner(engine_path, plugin, name=TRT)
+    return as_polygraphy(EngineRunner(engine_path, plugin, name=TRT).load())
 
 
 @dataclass

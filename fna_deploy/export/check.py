@@ -86,17 +86,6 @@ def runnable_onnx(path: "str | os.PathLike[str]") -> "tuple[bytes | str, Optiona
     return runnable.SerializeToString(), "trt target run with the portable function bodies attached in memory"
 
 
-def ort_session(model_bytes_or_path, threads: Optional[int] = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    source = model_bytes_or_path if isinstance(model_bytes_or_path, (bytes, str)) else str(model_bytes_or_path)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def check_parity(
     model: torch.nn.Module,
     onnx_model,
@@ -109,6 +98,8 @@ def check_parity(
 ) -> list[ParityResult]:
     """Run the ONNX model (bytes or path) with ONNX Runtime and ``model`` with PyTorch on the same
     random input at each batch size; compare every output."""
+    from ..runtimes.onnxrt import session as ort_session
+
     session = ort_session(onnx_model)
     input_name = session.get_inputs()[0].name
     output_names = [o.name for o in session.get_outputs()]
