@@ -321,7 +321,7 @@ def _as_array(out: Any) -> np.ndarray:
 
 def output_metrics(reference: Any, other: Any) -> dict[str, Any]:
     """cosine, rel L2, max/mean abs (and top-1 agreement for logits) of two model outputs."""
-    from .verify import pair_metrics
+    from .parity import pair_metrics
 
     return pair_metrics([_as_array(reference)], [_as_array(other)])
 

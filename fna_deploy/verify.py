@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .parity import degenerate_output, pair_metrics  # noqa: F401  (verify.pair_metrics stays importable)
+
 REFERENCE = "torch-fna"
 DENSE = "torch-dense"
 ONNXRT = "onnxrt"
@@ -166,38 +168,6 @@ class VerifyReport:
         from .utils import write_text_atomic
 
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-
-def degenerate_output(outputs: Sequence[np.ndarray]) -> Optional[str]:
-    """Why ``outputs`` carry no signal for a comparison (every value equal, e.g. all zero), or None.
-    Any implementation "matches" such an output, so a parity verdict on it means nothing."""
-    values = np.concatenate([np.asarray(o, dtype=np.float64).ravel() for o in outputs]) if len(outputs) else np.zeros(0)
-    if values.size == 0:
-        return "the output is empty"
-    if not np.isfinite(values).all():
-        return None  # not degenerate but broken: the comparison itself reports it
-    if values.max() == values.min():
-        return "every output value is 0" if values.max() == 0 else f"every output value equals {values.max():g}"
-    return None
-
-
-def pair_metrics(reference: list[np.ndarray], other: list[np.ndarray]) -> dict[str, Any]:
-    ref = np.concatenate([r.astype(np.float64).ravel() for r in reference])
-    oth = np.concatenate([o.astype(np.float64).ravel() for o in other])
-    diff = np.abs(ref - oth)
-    norm = np.linalg.norm(ref)
-    denom = norm * np.linalg.norm(oth)
-    top1 = None
-    if all(r.ndim == 2 and r.shape[1] > 1 for r in reference):  # logits [B, classes]
-        agree = [np.argmax(r, 1) == np.argmax(o, 1) for r, o in zip(reference, other)]
-        top1 = float(np.concatenate(agree).mean())
-    return {
-        "max_abs": float(diff.max()),
-        "mean_abs": float(diff.mean()),
-        "rel_l2": float(np.linalg.norm(ref - oth) / norm) if norm > 0 else float(diff.max()),
-        "cosine": float(ref @ oth / denom) if denom > 0 else float(np.array_equal(ref, oth)),
-        "top1_agreement": top1,
-    }
 
 
 def verify(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import contract
+from ..tensor_spec import TensorSpec
 from .runtime import (
     LABELS,
     MODULES,
@@ -104,13 +105,6 @@ def parse_shapes(specs: list[str]) -> dict[str, tuple[list[int], list[int], list
             raise ValueError(f"--shapes {spec!r}: MIN <= OPT <= MAX must hold in every dimension")
         out[name] = (dims[0], dims[1], dims[2])
     return out
-
-
-@dataclass
-class TensorSpec:
-    name: str
-    dtype: str  # numpy-style name: float32, float16, int32
-    shape: list[int]  # -1 for dynamic
 
 
 @dataclass
