@@ -13,14 +13,11 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 from torch import nn
 
 from .parity import degenerate_output, pair_metrics  # noqa: F401  (verify.pair_metrics stays importable)
@@ -46,31 +43,10 @@ def _quiet_polygraphy() -> None:
 
 def torch_runner(model: nn.Module, name: str, input_shape: Sequence[int], device: str = "cpu"):
     """A polygraphy runner around a PyTorch module (polygraphy's PytRunner is CUDA-only)."""
-    from polygraphy.backend.base import BaseRunner
-    from polygraphy.common import TensorMetadata
+    from .runtimes.base import as_polygraphy
+    from .runtimes.pytorch import TorchRunner
 
-    class TorchRunner(BaseRunner):
-        def __init__(self) -> None:
-            super().__init__(name=name, prefix=name)
-
-        def activate_impl(self) -> None:
-            self.model = model.to(device).eval()
-
-        def get_input_metadata_impl(self):
-            return TensorMetadata().add(INPUT_NAME, np.float32, [-1, *input_shape[1:]])
-
-        def infer_impl(self, feed_dict):
-            started = time.perf_counter()
-            with torch.no_grad():
-                out = self.model(torch.from_numpy(feed_dict[INPUT_NAME]).to(device))
-            self.inference_time = time.perf_counter() - started  # polygraphy sums these
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            return OrderedDict([(OUTPUT_NAME, out.float().cpu().numpy())])
-
-        def deactivate_impl(self) -> None:
-            del self.model
-
-    return TorchRunner()
+    return as_polygraphy(TorchRunner(model, name, input_shape, device, INPUT_NAME, OUTPUT_NAME))
 
 
 def onnxrt_runner(path: "str | Path"):

@@ -37,8 +37,6 @@ def _ints(text: str, flag: str) -> list[int]:
 def _artifact(ctx: click.Context, onnx_path: str, sizes: list[int], ms: list[int], layers: Optional[str], batch: int):
     """The FNA config, resolution, landmarks and layers an --onnx artifact was exported with (after the
     shared validation pass); a flag the user typed that contradicts them is refused."""
-    import json
-
     from ..config import FNAConfig
     from ..export.validate import image_input
     from .common import read_onnx
