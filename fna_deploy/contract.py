@@ -141,6 +141,16 @@ def op(name: str) -> Optional[Op]:
     return next((o for o in OPS if o.name == name), None)
 
 
+def attribute_names(name: str) -> list[str]:
+    """The ONNX attributes of op ``name``'s node and function body: its fields, then the identity attributes."""
+    return [f.name for f in op(name).fields] + list(IDENTITY_ATTRIBUTES)
+
+
+# landmark selection methods, in the C++ enum's order (fps = 0, grid = 1): every consumer reads these
+LANDMARK_METHODS: tuple[str, ...] = op(LANDMARKS).field("method").choices
+DEFAULT_METHOD: str = str(op(LANDMARKS).field("method").default)
+
+
 def as_dict() -> dict:
     """The contract as plain JSON-able data (what the C API reports and the docs show)."""
     return {
