@@ -32,7 +32,6 @@ LIBRARY_NAME = "libfna.so"
 TRT_RTX_PLUGIN_NAME = "libfna_trt_rtx_plugin.so"
 TRT_PLUGIN_NAME = "libfna_trt_plugin.so"
 BUILD_INFO = "fna_build_info.json"
-DEFAULT_CUDA_ARCHS = "80;86;89;90"
 METHODS = {name: i for i, name in enumerate(LANDMARK_METHODS)}  # the C++ enum follows the contract's order
 # limits of the CUDA kernels (plugins/fna/fna_logic.h, landmarks.cu); larger inputs use the reference
 MAX_KERNEL_TOKENS = 1 << 20
