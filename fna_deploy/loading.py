@@ -7,6 +7,8 @@ seeded random weights (:data:`DEFAULT_SEED` unless ``seed``) unless ``checkpoint
 
 from __future__ import annotations
 
+from .errors import FnaDeployError
+
 import contextlib
 import os
 from pathlib import Path
@@ -58,7 +60,7 @@ _HF_ARCHITECTURES = {
 }
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(FnaDeployError, ValueError):
     """A model spec or checkpoint that cannot be loaded; the message says what to do."""
 
 

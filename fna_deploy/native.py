@@ -18,6 +18,8 @@ Where the build lives (first match wins):
 
 from __future__ import annotations
 
+from .errors import FnaDeployError
+
 import ctypes
 import json
 import math
@@ -39,7 +41,7 @@ MAX_KERNEL_HEAD_DIM = 256
 MAX_KERNEL_LANDMARKS = 4096
 
 
-class NativeLibraryError(RuntimeError):
+class NativeLibraryError(FnaDeployError, RuntimeError):
     """The native library is missing, stale or failed to build (one sentence)."""
 
 

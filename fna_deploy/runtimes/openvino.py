@@ -9,6 +9,8 @@ default, for parity: OpenVINO's own default on CPUs with bf16 units is bf16 (err
 
 from __future__ import annotations
 
+from ..errors import FnaDeployError
+
 import io
 import tempfile
 from pathlib import Path
@@ -22,7 +24,7 @@ NAME = "openvino"
 PRECISIONS = ("f32", "bf16")
 
 
-class OpenVINOUnavailable(RuntimeError):
+class OpenVINOUnavailable(FnaDeployError, RuntimeError):
     """openvino is not installed (one sentence, with the fix)."""
 
 
