@@ -18,13 +18,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import io
-import json
 import resource
-import statistics
 import tempfile
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -34,147 +30,22 @@ from torch import nn
 
 from .config import FNAConfig
 from .flops import estimate
+from .timing import cuda_event_timer, host_timer, summary, time_interleaved  # noqa: F401  (bench.host_timer etc. stay importable)
 from .patching import model_info, patch, unpatch
 from .utils import choose_threads, resolve_device
+# the torch runtime (which implementation runs the fna ops, CUDA graphs) and the report: re-exported
+# here because bench is where callers have always found them
+from .bench_report import BenchReport, Measurement, Speedup  # noqa: F401
+from .runtimes.pytorch import (FNA_KERNELS, FNA_OPS, GRAPH_CHECK_REL_L2, REFERENCE_OPS, Capture, Prepared,  # noqa: F401
+                               cuda_graph_capture, fna_ops_on, input_refill, kernels_disabled, output_metrics, prepare_variant,
+                               reference_ops, resolve_fna_ops)
 
-BACKENDS = ("torch", "onnxrt", "openvino", "trt")
+BACKENDS = ("torch", "onnxrt", "openvino", "trt", "tensorrt-rtx")
+ENGINE_BACKENDS = ("trt", "tensorrt-rtx")  # engines built (or taken with --engine) and run by fna_deploy.runtimes.tensorrt
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-FNA_OPS = ("auto", "reference", "both")
-# what ran for the fna ops, named in every row
-FNA_KERNELS = "fna kernels (libfna.so)"
-REFERENCE_OPS = "PyTorch reference ops"
 ONNX_FUNCTIONS = "ONNX Runtime (fna function bodies)"
 OPENVINO_FUNCTIONS = "OpenVINO (fna function bodies inlined)"
-# a CUDA graph whose replay on a fresh input is farther than this from eager is not used
-GRAPH_CHECK_REL_L2 = 1e-2
-
-
-@dataclass
-class Measurement:
-    backend: str
-    resolution: int
-    tokens: int
-    variant: str  # "dense" or "fna"
-    landmarks: Optional[int]
-    median_ms: float
-    p90_ms: float
-    throughput: float  # images per second
-    peak_mem_mb: float
-    memory_kind: str  # "cuda_max_allocated_above_baseline" or "process_peak_rss"
-    fna_ops: Optional[str] = None  # FNA_KERNELS / REFERENCE_OPS / ONNX_FUNCTIONS; None for dense
-    dtype: str = "fp32"
-    cuda_graph: bool = False  # timed by replaying a captured CUDA graph
-    graph_fallback: Optional[str] = None  # why eager although CUDA graphs were asked for
-    baseline_mem_mb: Optional[float] = None  # CUDA: allocated before this variant ran (inputs, weights)
-
-
-@dataclass
-class Speedup:
-    backend: str
-    resolution: int
-    tokens: int
-    landmarks: int
-    speedup: float
-    flop_bound: float
-    share_of_bound: float
-    fna_ops: str = REFERENCE_OPS
-    cosine: Optional[float] = None  # FNA vs dense, model output
-    rel_l2: Optional[float] = None
-    # FNA with our kernels vs FNA with the PyTorch reference ops, whole model (only where kernels ran)
-    kernels_vs_reference: Optional[dict[str, float]] = None
-
-
-@dataclass
-class BenchReport:
-    model: str
-    device: str
-    batch: int
-    layers: "str | list[int] | None"
-    iters: int
-    measurements: list[Measurement] = field(default_factory=list)
-    speedups: list[Speedup] = field(default_factory=list)
-    skipped: dict[str, str] = field(default_factory=dict)
-    machine: dict[str, Any] = field(default_factory=dict)
-    device_type: str = "cpu"
-    dtype: str = "fp32"
-    cuda_graphs: bool = False
-    timing: str = "host_clock"  # or "cuda_events"
-    warmup: int = 1
-    graph_fallbacks: dict[str, str] = field(default_factory=dict)  # "backend@px/variant" -> reason
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def write_json(self, path: "str | Path") -> None:
-        from .utils import write_text_atomic
-
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    def markdown(self) -> str:
-        cuda = self.device_type == "cuda"
-        head = ["backend", "px", "tokens", "m", "FNA ops", "dense ms", "FNA ms", "speedup", "FLOP bound", "share of bound",
-                "cos FNA vs dense", "rel L2 FNA vs dense"]
-        if cuda:
-            head += ["dense MiB", "FNA MiB", "kernels vs ref rel L2", "CUDA graph dense/FNA"]
-        lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" if i in (0, 4) else "---:" for i in range(len(head))) + "|"]
-        dense = {(m.backend, m.resolution): m for m in self.measurements if m.variant == "dense"}
-        fna = {(m.backend, m.resolution, m.landmarks, m.fna_ops): m for m in self.measurements if m.variant == "fna"}
-        for s in self.speedups:
-            d, f = dense[(s.backend, s.resolution)], fna[(s.backend, s.resolution, s.landmarks, s.fna_ops)]
-            backend = s.backend if f.dtype == self.dtype else f"{s.backend} ({f.dtype})"  # e.g. openvino at bf16
-            cells = [backend, str(s.resolution), str(s.tokens), str(s.landmarks), s.fna_ops, _ms(d.median_ms), _ms(f.median_ms),
-                     f"{s.speedup:.2f}x", f"{s.flop_bound:.2f}x", f"{100 * s.share_of_bound:.0f}%", _fmt(s.cosine, ".6f"), _fmt(s.rel_l2, ".2e")]
-            if cuda:
-                kvr = s.kernels_vs_reference["rel_l2"] if s.kernels_vs_reference else None
-                cells += [f"{d.peak_mem_mb:.0f}", f"{f.peak_mem_mb:.0f}", _fmt(kvr, ".2e"),
-                          f"{'yes' if d.cuda_graph else 'no'}/{'yes' if f.cuda_graph else 'no'}"]
-            lines.append("| " + " | ".join(cells) + " |")
-        return "\n".join(lines)
-
-    def plot(self, path: "str | Path") -> None:
-        """Latency against tokens, log-log: a solid dense line and dashed FNA lines per backend."""
-        try:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-        except ImportError:
-            raise ImportError("plots need matplotlib: pip install matplotlib") from None
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        colors = {"torch": "tab:red", "onnxrt": "tab:blue", "openvino": "tab:purple", "trt": "tab:green"}
-        for backend in dict.fromkeys(m.backend for m in self.measurements):
-            rows = sorted((m for m in self.measurements if m.backend == backend and m.variant == "dense"), key=lambda m: m.tokens)
-            ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], "-o", color=colors.get(backend), label=f"{backend} dense")
-            lines = sorted({(m.landmarks, m.fna_ops) for m in self.measurements if m.backend == backend and m.variant == "fna"},
-                           key=lambda k: (k[0], str(k[1])))
-            several_ops = len({ops for _, ops in lines}) > 1
-            for (lm, ops), style in zip(lines, ("--s", ":^", "-.v", "--D", ":x", "-.p", "--h")):
-                rows = sorted((m for m in self.measurements if m.backend == backend and m.variant == "fna" and m.landmarks == lm and m.fna_ops == ops),
-                              key=lambda m: m.tokens)
-                label = f"{backend} FNA m={lm}" + (f" ({ops})" if several_ops else "")
-                ax.plot([m.tokens for m in rows], [m.median_ms for m in rows], style, color=colors.get(backend), alpha=0.85, label=label)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("tokens N")
-        ax.set_ylabel(f"median latency, batch {self.batch} (ms)")
-        ax.set_title(f"{self.model} on {self.device} ({self.dtype}): dense vs FNA")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        fig.tight_layout()
-        from .utils import write_bytes_atomic
-
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        plt.close(fig)
-        write_bytes_atomic(path, buffer.getvalue())
-
-
-def _ms(value: float) -> str:
-    return f"{value:.3f}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
-
-
-def _fmt(value: Optional[float], spec: str) -> str:
-    return "-" if value is None else format(value, spec)
+ENGINE_PLUGINS = {"trt": "TensorRT (fna plugins)", "tensorrt-rtx": "TensorRT-RTX (fna plugins)"}
 
 
 # ---------------------------------------------------------------- options
@@ -199,221 +70,6 @@ def resolve_cuda_graphs(cuda_graphs: Optional[bool], device: str) -> bool:
     if cuda_graphs and device != "cuda":
         raise ValueError("--cuda-graphs needs --device cuda (there are no CUDA graphs on the CPU); drop it or pass --no-cuda-graphs")
     return bool(cuda_graphs)
-
-
-# ---------------------------------------------------------------- which implementation runs the fna ops
-
-
-def fna_ops_on(device: str) -> tuple[str, str]:
-    """(implementation, why) of the torch backend's fna ops on ``device``: on CUDA our kernels when
-    a native library built with CUDA is loaded (loading registers them for the custom ops; the
-    default build is loaded here if none is), else the PyTorch reference."""
-    if device != "cuda":
-        return REFERENCE_OPS, "on the CPU the custom ops run the PyTorch reference"
-    from .native import NativeLibraryError, load, registered_cuda_library
-
-    library = registered_cuda_library()
-    if library is None:
-        try:
-            library = load()
-        except NativeLibraryError as exc:
-            return REFERENCE_OPS, f"native kernels not loaded: {exc}"
-    if not library.cuda_registered:
-        return REFERENCE_OPS, f"{library.path} was built without CUDA"
-    return FNA_KERNELS, f"registered from {library.path}"
-
-
-def resolve_fna_ops(fna_ops: str, device: str) -> tuple[list[str], str, str]:
-    """(the implementations to time, what the ops run by default here, why) for ``fna_ops``
-    auto|reference|both; ``both`` where our kernels do not run is a ValueError."""
-    if fna_ops not in FNA_OPS:
-        raise ValueError(f"fna_ops must be one of {', '.join(FNA_OPS)}, got {fna_ops!r}")
-    implementation, why = fna_ops_on(device)
-    if fna_ops == "both" and implementation != FNA_KERNELS:
-        raise ValueError(f"--fna-ops both times our kernels beside the PyTorch reference, but they do not run here ({why}); "
-                         "use --fna-ops auto")
-    impls = {"auto": [implementation], "reference": [REFERENCE_OPS], "both": [FNA_KERNELS, REFERENCE_OPS]}[fna_ops]
-    return impls, implementation, why
-
-
-def _fna_custom_ops() -> tuple[Any, Any]:
-    from .ops import landmarks_op, nystrom_op
-
-    return landmarks_op, nystrom_op
-
-
-@contextlib.contextmanager
-def kernels_disabled(ops: Sequence[Any], device_type: str) -> Iterator[None]:
-    """Run ``ops`` (torch.library custom ops) with their registered ``device_type`` kernels switched
-    off, so they fall back to their own bodies: for the fna ops, the PyTorch reference."""
-    with contextlib.ExitStack() as stack:
-        for op in ops:
-            stack.enter_context(op.set_kernel_enabled(device_type, False))
-        yield
-
-
-def reference_ops() -> contextlib.AbstractContextManager:
-    """The fna custom ops run the PyTorch reference on CUDA inside this block, even where
-    libfna.so registered its kernels."""
-    return kernels_disabled(_fna_custom_ops(), "cuda")
-
-
-# ---------------------------------------------------------------- warm-up, capture, timing
-
-
-@dataclass
-class Prepared:
-    """A variant ready to time: ``run()`` computes it on the bench input (replaying its CUDA graph,
-    or eagerly) and ``output`` is what it computed there."""
-
-    run: Callable[[], Any]
-    output: Any
-    cuda_graph: bool
-    fallback: Optional[str] = None
-
-
-Capture = Callable[[Callable[[], Any]], Callable[[], Any]]
-
-
-def cuda_graph_capture(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """Capture ``fn()`` (already warmed up) in a torch.cuda.CUDAGraph; returns ``replay()``, which
-    replays the graph and returns the captured (static) output. Inputs must be static buffers."""
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):  # warm-up on a side stream, as torch.cuda.graphs asks
-        fn()
-    torch.cuda.current_stream().wait_stream(stream)
-    original = torch.cuda.current_stream()
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            static_out = fn()
-    except BaseException:
-        # an invalidated capture makes capture_end raise before the capture stream is left
-        torch.cuda.set_stream(original)
-        raise
-    torch.cuda.synchronize()
-
-    def replay() -> Any:
-        graph.replay()
-        return static_out
-
-    replay.graph = graph  # type: ignore[attr-defined]  # keeps the graph (and its pool) alive
-    return replay
-
-
-def _as_array(out: Any) -> np.ndarray:
-    """The model output as a float64 numpy array (first element of a tuple/list)."""
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    if hasattr(out, "logits"):  # Hugging Face ModelOutput
-        out = out.logits
-    elif hasattr(out, "last_hidden_state"):
-        out = out.last_hidden_state
-    if isinstance(out, torch.Tensor):
-        return out.detach().to("cpu", torch.float64).numpy()
-    return np.asarray(out, dtype=np.float64)
-
-
-def output_metrics(reference: Any, other: Any) -> dict[str, Any]:
-    """cosine, rel L2, max/mean abs (and top-1 agreement for logits) of two model outputs."""
-    from .verify import pair_metrics
-
-    return pair_metrics([_as_array(reference)], [_as_array(other)])
-
-
-def _sentence(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def prepare_variant(
-    fn: Callable[[], Any],
-    *,
-    warmup: int,
-    capture: Optional[Capture] = None,
-    refill: Optional[Callable[[], Callable[[], None]]] = None,
-    sync: Callable[[], None] = lambda: None,
-) -> Prepared:
-    """Warm ``fn`` up eagerly and, given ``capture``, turn it into a graph replay.
-
-    ``fn()`` computes the variant on static input buffers. ``refill()`` puts fresh values into
-    those buffers and returns a function that restores the bench input: the replay is accepted
-    only if it then computes what eager ``fn()`` computes (a graph that froze its input, or a
-    host-side decision, fails this). A capture that raises, or a replay that disagrees, leaves the
-    variant eager with the reason in ``fallback``; nothing is raised.
-    """
-    output = None
-    for _ in range(max(warmup, 1)):
-        output = fn()
-    sync()
-    if capture is None:
-        return Prepared(fn, output, False)
-    try:
-        replay = capture(fn)
-    except Exception as exc:  # capture is best effort: report why and time eagerly
-        _recover_from_capture()
-        return Prepared(fn, output, False, f"capture failed ({_sentence(exc)})")
-    try:
-        if refill is not None:
-            restore = refill()
-            try:
-                got = _as_array(replay())
-                want = _as_array(fn())
-            finally:
-                restore()
-            err = output_metrics(want, got)["rel_l2"]
-            if not err <= GRAPH_CHECK_REL_L2:
-                return Prepared(fn, output, False,
-                                f"graph replay on a fresh input differs from eager (rel L2 {err:.2e} > {GRAPH_CHECK_REL_L2:g})")
-        replayed = replay()
-        sync()
-    except Exception as exc:
-        _recover_from_capture()
-        return Prepared(fn, output, False, f"graph replay failed ({_sentence(exc)})")
-    return Prepared(replay, _detach_copy(replayed), True)
-
-
-def _detach_copy(out: Any) -> Any:
-    if isinstance(out, torch.Tensor):
-        return out.detach().clone()
-    if isinstance(out, (tuple, list)):
-        return type(out)(_detach_copy(o) for o in out)
-    return out
-
-
-def _recover_from_capture() -> None:
-    """After a failed capture: clear the error CUDA left behind, if any."""
-    if torch.cuda.is_available():
-        with contextlib.suppress(Exception):
-            torch.cuda.synchronize()
-
-
-def host_timer(run: Callable[[], Any]) -> float:
-    started = time.perf_counter()
-    run()
-    return (time.perf_counter() - started) * 1e3
-
-
-def cuda_event_timer(run: Callable[[], Any]) -> float:
-    """Milliseconds of ``run()`` on the GPU between two CUDA events, from an idle device."""
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    run()
-    end.record()
-    end.synchronize()
-    return start.elapsed_time(end)
-
-
-def time_interleaved(runs: dict[str, Callable[[], Any]], iters: int,
-                     timer: Callable[[Callable[[], Any]], float] = host_timer) -> dict[str, list[float]]:
-    """``iters`` rounds, each timing every run once in order: per key, the list of milliseconds."""
-    times: dict[str, list[float]] = {k: [] for k in runs}
-    for _ in range(iters):
-        for key, run in runs.items():
-            times[key].append(timer(run))
-    return times
 
 
 @contextlib.contextmanager
@@ -483,6 +139,8 @@ def _run_bench(
     log: Optional[Callable[[str], None]] = None,
     config: Optional[FNAConfig] = None,
     onnx_artifact: "str | Path | None" = None,
+    engine: "str | Path | None" = None,
+    plugin: Optional[str] = None,
 ) -> BenchReport:
     """Benchmark dense vs FNA for each resolution; ``load(resolution)`` builds the model.
 
@@ -494,6 +152,9 @@ def _run_bench(
     ``config``: the FNA configuration of the FNA variants but for ``num_landmarks`` (an artifact's
     stored config; default: ``layers`` and the defaults). ``onnx_artifact``: an exported ONNX file
     timed as the onnxrt FNA variant of its own landmark count instead of a fresh export.
+    ``engine``: a built plan timed as the trt / tensorrt-rtx FNA variant (its sidecar's landmark
+    count) instead of a freshly built engine; ``plugin`` the fna plugin library for engine builds.
+    A backend that cannot run here is left out with its reason in ``report.skipped``.
     """
     if workdir is None:  # exports go to a temporary folder of our own, removed on every exit path
         options = dict(locals())
@@ -515,34 +176,14 @@ def _run_bench(
     if cuda:
         report.machine["cuda"] = torch.version.cuda
     active = list(backends)
-    if "onnxrt" in active:
-        if cuda:
-            report.skipped["onnxrt"] = ("ONNX Runtime runs on its CPU execution provider here, so its times are not GPU times; "
-                                        "time it with --device cpu")
-        else:
-            try:
-                import onnxruntime  # noqa: F401
-            except ImportError:
-                report.skipped["onnxrt"] = "onnxruntime is not installed"
-    if "openvino" in active:
-        from .runtimes.openvino import OpenVINOUnavailable, require_openvino, version
+    for backend in active:
+        reason = backend_unavailable(backend, device)
+        if reason:
+            report.skipped[backend] = reason
+        elif backend == "openvino":
+            from .runtimes.openvino import version
 
-        if cuda:
-            report.skipped["openvino"] = "OpenVINO runs on its CPU plugin here, so its times are not GPU times; time it with --device cpu"
-        else:
-            try:
-                require_openvino()
-                report.machine["openvino"] = version()
-            except OpenVINOUnavailable as exc:
-                report.skipped["openvino"] = str(exc)
-    if "trt" in active:
-        from .trt import TensorRTUnavailable, require_tensorrt
-
-        try:
-            require_tensorrt()
-            report.skipped["trt"] = "the trt backend is timed with fna-deploy build engines; not run by bench yet"
-        except TensorRTUnavailable as exc:
-            report.skipped["trt"] = str(exc)
+            report.machine["openvino"] = version()
     active = [b for b in active if b not in report.skipped]
     total = len(resolutions) * len(active)
     done = 0
@@ -557,6 +198,10 @@ def _run_bench(
         if len(landmarks) != 1:
             raise ValueError("an ONNX artifact is timed at its own landmark count only; give exactly one")
         report.machine["onnx_artifact"] = str(onnx_artifact)
+    if engine is not None:
+        if len(landmarks) != 1:
+            raise ValueError("an engine is timed at its own landmark count only; give exactly one")
+        report.machine["engine"] = str(engine)
     for res in resolutions:
         model = load(res).to(device=device, dtype=torch_dtype).eval()
         info = model_info(model)
@@ -577,9 +222,11 @@ def _run_bench(
                         # switching kernels off only where libfna.so registered them for the ops
                         fn = _call(fna_model, x, reference=impl == REFERENCE_OPS and implementation == FNA_KERNELS)
                         variants.append(_Variant(f"fna{m}" + ("-ref" if impl == REFERENCE_OPS and fna_ops == "both" else ""), m, impl, fn))
+            elif backend in ENGINE_BACKENDS:
+                variants, onnx_dtype = _engine_variants(backend, model, x, usable, fna_config, tmp, res, dtype, engine, plugin)
             else:  # onnxrt, openvino
                 variants, onnx_dtype = _onnx_variants(backend, model, x, usable, fna_config, threads, tmp, res,
-                                                      openvino_precision, onnx_artifact)
+                                                      openvino_precision, onnx_artifact, device)
             stats, outputs = _measure(variants, report, backend, res, x if backend == "torch" else None, warmup, iters,
                                       device if backend == "torch" else "cpu", graphs and backend == "torch", log)
             by_key = {v.key: v for v in variants}
@@ -618,8 +265,55 @@ def _call(model: nn.Module, x: torch.Tensor, reference: bool = False) -> Callabl
     return run
 
 
+def backend_unavailable(backend: str, device: str) -> Optional[str]:
+    """None when ``backend`` can be timed on ``device`` here, else one sentence saying why not."""
+    if backend == "torch":
+        return None
+    if backend == "onnxrt":
+        from .runtimes.onnxrt import OnnxrtRunner
+
+        return OnnxrtRunner.unavailable(device)
+    if backend == "openvino":
+        from .runtimes.openvino import OpenVINORunner
+
+        return OpenVINORunner.unavailable(device)
+    from .runtimes.tensorrt import BACKEND_RUNTIMES, unavailable
+
+    return unavailable(BACKEND_RUNTIMES[backend])
+
+
+def _runner_variants(runners: list[tuple[str, Optional[int], Any]], feed: dict[str, np.ndarray], fna_ops: str) -> list[_Variant]:
+    """One timed variant per (key, landmarks, loaded Runner): ``infer`` on the bench input, first output."""
+    return [_Variant(key, m, None if m is None else fna_ops, (lambda r: lambda: r.infer(feed)[0])(runner.load()))
+            for key, m, runner in runners]
+
+
+def _engine_variants(backend, model, x, usable, fna_config, tmp: Path, res: int, dtype: str, engine: "str | Path | None" = None,
+                     plugin: Optional[str] = None) -> tuple[list[_Variant], str]:
+    """Dense and FNA engines of ``model`` (built here for the backend's runtime, or ``engine`` as the
+    FNA variant) run by fna_deploy.runtimes.tensorrt; (variants, precision they were built at)."""
+    from .export import export_onnx
+    from .runtimes.tensorrt import BACKEND_RUNTIMES, EngineRunner, build_for_bench, engine_landmarks
+
+    runtime, batch, fp16 = BACKEND_RUNTIMES[backend], int(x.shape[0]), dtype == "fp16"
+    unpatch(model)
+    model = model.float()
+    runners: list[tuple[str, Optional[int], Any]] = []
+    for key, m in [("dense", None)] + [(f"fna{m}", m) for m in usable]:
+        if m is not None and engine is not None:
+            runners.append((f"fna{engine_landmarks(engine)}", engine_landmarks(engine), EngineRunner(engine, plugin, name=backend)))
+            break
+        onnx_path, plan = tmp / f"{backend}_{key}_{res}.onnx", tmp / f"{backend}_{key}_{res}.plan"
+        export_onnx(model, None if m is None else fna_config(m), onnx_path, target="dense" if m is None else "trt",
+                    input_shape=tuple(x.shape), dynamic_batch=False, check=False)
+        build_for_bench(onnx_path, plan, runtime, batch=batch, fp16=fp16, plugin=plugin)
+        runners.append((key, m, EngineRunner(plan, plugin, name=backend)))
+    feed = {"images": x.detach().to("cpu", torch.float32).numpy()}
+    return _runner_variants(runners, feed, ENGINE_PLUGINS[backend]), "fp16" if fp16 else "fp32"
+
+
 def _onnx_variants(backend, model, x, usable, fna_config, threads, tmp: Path, res: int, openvino_precision: str = "f32",
-                   artifact: "str | Path | None" = None) -> tuple[list[_Variant], str]:
+                   artifact: "str | Path | None" = None, device: str = "cpu") -> tuple[list[_Variant], str]:
     """Dense and FNA exports of ``model`` run by ONNX Runtime or OpenVINO (CPU); (variants, precision they ran).
     ``artifact``: an exported FNA file timed as the FNA variant (its own landmark count), as it would be served."""
     from .export import export_onnx
@@ -635,24 +329,15 @@ def _onnx_variants(backend, model, x, usable, fna_config, threads, tmp: Path, re
         paths.append((f"fna{m}", m, tmp / f"fna{m}_{res}.onnx"))
         export_onnx(model, fna_config(m), paths[-1][2], input_shape=tuple(x.shape), dynamic_batch=False, check=False)
     if backend == "openvino":
-        from .runtimes import openvino
+        from .runtimes.openvino import OpenVINORunner
 
-        variants, ran = [], "f32"
-        for key, m, path in paths:
-            compiled, details = openvino.compile_onnx(path, openvino_precision, threads)
-            ran = details["precision"]
-            variants.append(_Variant(key, m, None if m is None else OPENVINO_FUNCTIONS,
-                                     (lambda c: lambda: openvino.run(c, feed)[0])(compiled)))
+        runners = [(key, m, OpenVINORunner(path, openvino_precision, threads)) for key, m, path in paths]
+        variants = _runner_variants(runners, feed, OPENVINO_FUNCTIONS)
+        ran = runners[-1][2].details["precision"]
         return variants, {"f32": "fp32", "f16": "fp16"}.get(ran, ran)
-    import onnxruntime as ort
+    from .runtimes.onnxrt import OnnxrtRunner
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    options.log_severity_level = 3
-    sessions = [(key, m, ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])) for key, m, path in paths]
-    return [_Variant(key, m, None if m is None else ONNX_FUNCTIONS, (lambda s: lambda: s.run(None, feed)[0])(session))
-            for key, m, session in sessions], "fp32"
+    return _runner_variants([(key, m, OnnxrtRunner(path, threads, device)) for key, m, path in paths], feed, ONNX_FUNCTIONS), "fp32"
 
 
 def _measure(variants: list[_Variant], report: BenchReport, backend: str, res: int, x: Optional[torch.Tensor], warmup: int,
@@ -676,24 +361,8 @@ def _measure(variants: list[_Variant], report: BenchReport, backend: str, res: i
         runs[v.key] = prepared.run
     times = time_interleaved(runs, iters, cuda_event_timer if cuda else host_timer)
     for key, values in times.items():
-        stats[key]["median_ms"] = statistics.median(values)
-        stats[key]["p90_ms"] = float(np.percentile(values, 90))
+        stats[key].update(summary(values))
     return stats, outputs
-
-
-def input_refill(x: torch.Tensor) -> Callable[[], Callable[[], None]]:
-    """Fresh values into the static input ``x``; returns the function that puts the bench input back."""
-
-    def refill() -> Callable[[], None]:
-        saved = x.clone()
-        x.copy_(torch.randn_like(x))
-
-        def restore() -> None:
-            x.copy_(saved)
-
-        return restore
-
-    return refill
 
 
 def _kernels_vs_reference(v: _Variant, variants: list[_Variant], outputs: dict[str, Any]) -> Optional[dict[str, float]]:

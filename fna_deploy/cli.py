@@ -8,6 +8,8 @@ command that needs it. A new command is one line in ``COMMANDS``.
 
 from __future__ import annotations
 
+from .errors import FnaDeployError
+
 import contextlib
 import functools
 import importlib
@@ -97,7 +99,7 @@ def as_cli_error(exc: BaseException) -> "CliError | None":
     if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and any(
             text in str(exc).lower() for text in ("can't allocate memory", "out of memory", "cannot allocate memory"))):
         return CliError("ran out of memory; try a smaller --resolution or --batch")
-    if isinstance(exc, (ValueError, OSError)):
+    if isinstance(exc, (FnaDeployError, ValueError, OSError)):
         return CliError(_sentence(exc))
     if isinstance(exc, ImportError):
         return CliError(f"a required package is missing: {_sentence(exc)}")
@@ -121,7 +123,7 @@ def user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except (ValueError, OSError, ImportError, MemoryError) as exc:
+        except (FnaDeployError, ValueError, OSError, ImportError, MemoryError) as exc:
             if debug_enabled():
                 raise
             raise as_cli_error(exc) from None  # type: ignore[misc]

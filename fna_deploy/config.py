@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .contract import NYSTROM as _NYSTROM
+from .contract import LANDMARK_METHODS
 from .contract import op as _op
 
 MAX_LANDMARKS = 65536
 MAX_PINV_ITERS = int(_op(_NYSTROM).field("pinv_iters").maximum)  # the plugin contract's bound
 
-METHODS = ("fps", "grid")
+METHODS = LANDMARK_METHODS
 
 # The one default FNA configuration of every command and the API (docs/architecture.md says why):
 # the paper's method keeps the attention sinks, tokens whose norm is >= 10x the median ("massive"),

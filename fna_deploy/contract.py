@@ -141,27 +141,14 @@ def op(name: str) -> Optional[Op]:
     return next((o for o in OPS if o.name == name), None)
 
 
-def as_dict() -> dict:
-    """The contract as plain JSON-able data (what the C API reports and the docs show)."""
-    return {
-        "domain": DOMAIN,
-        "domain_version": DOMAIN_VERSION,
-        "plugin_namespace": PLUGIN_NAMESPACE,
-        "plugin_version": PLUGIN_VERSION,
-        "ops": [
-            {
-                "name": o.name,
-                "fields": [
-                    {"name": f.name, "type": f.type, "required": f.required, "default": f.default,
-                     "minimum": f.minimum, "maximum": f.maximum, "choices": list(f.choices)}
-                    for f in o.fields
-                ],
-                "inputs": [{"name": t.name, "types": t.types, "shape": list(t.shape), "optional": t.optional} for t in o.inputs],
-                "outputs": [{"name": t.name, "types": t.types, "shape": list(t.shape)} for t in o.outputs],
-            }
-            for o in OPS
-        ],
-    }
+def attribute_names(name: str) -> list[str]:
+    """The ONNX attributes of op ``name``'s node and function body: its fields, then the identity attributes."""
+    return [f.name for f in op(name).fields] + list(IDENTITY_ATTRIBUTES)
+
+
+# landmark selection methods, in the C++ enum's order (fps = 0, grid = 1): every consumer reads these
+LANDMARK_METHODS: tuple[str, ...] = op(LANDMARKS).field("method").choices
+DEFAULT_METHOD: str = str(op(LANDMARKS).field("method").default)
 
 
 HEADER_PATH = "plugins/fna/fna_contract.h"

@@ -1,13 +1,17 @@
 """Guards around the third-party loaders that :mod:`fna_deploy.loading` calls: bounds on the size
 fields of an ``hf:DIR`` config.json (a hostile ``num_hidden_layers: 1e7`` built for hours), the
 refusal of weights that do not cover the model (half-random models), and keeping transformers'
-load report and torch.export's logged tracebacks off the terminal (the one-line error says it)."""
+load report and torch.export's logged tracebacks off the terminal (the one-line error says it),
+and the .pt2 guards: entries that would run code, and no unpickling while an archive loads."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any, Iterator
+
+import torch
 
 from .loading import ModelLoadError, _first_line
 
@@ -103,3 +107,109 @@ def quiet_torch_export() -> Iterator[list[str]]:
         logger.handlers = handlers
         logger.setLevel(level)
         logger.propagate = propagate
+
+
+def _loads_weights_only(data: bytes) -> bool:
+    """Whether a torch.save blob loads as plain data (tensors, containers), running no code."""
+    import io
+
+    try:
+        torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    return True
+
+
+def _is_json(data: bytes) -> bool:
+    import json
+
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
+def pt2_code_entries(path: "str | os.PathLike[str]") -> list[str]:
+    """The entries of a ``.pt2`` archive that would run code when loaded: pickled weights or
+    constants, pickled custom/opaque objects, AOTInductor shared libraries, and torch.save blobs
+    that need more than ``weights_only`` unpickling. Reads the archive without unpickling anything.
+
+    Raises ModelLoadError when the file is not a zip archive at all.
+    """
+    import json
+    import zipfile
+
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a torch.export archive ({exc}); give a file written by torch.export.save"
+        ) from None
+    found: list[str] = []
+    with archive:
+        for info in archive.infolist():
+            name = info.filename
+            inner = name.split("/", 1)[1] if "/" in name else name  # archives keep everything under one top folder
+            if inner.startswith("data/aotinductor/") or inner.endswith(".so"):
+                found.append(f"{name} (compiled code)")
+            elif inner.endswith("_config.json") and inner.startswith(("data/weights/", "data/constants/")):
+                try:
+                    config = json.loads(archive.read(info)).get("config", {})
+                except (ValueError, AttributeError):
+                    found.append(f"{name} (unreadable)")
+                    continue
+                for fqn, meta in config.items():
+                    kind = str(meta.get("path_name", ""))
+                    if meta.get("use_pickle") or kind.startswith(("custom_obj", "opaque_obj")):
+                        found.append(f"{fqn} in {name} (pickled)")
+            elif inner.endswith((".pt", ".pkl", ".json")) or "/serialized_" in f"/{inner}":
+                data = archive.read(info)
+                if inner.endswith(".json") and _is_json(data):
+                    continue  # plain JSON (a legacy archive's .json entry may be a pickle in disguise)
+                if not _loads_weights_only(data):
+                    found.append(f"{name} (pickled object)")
+    return found
+
+
+class _UnpicklingRefused(ModelLoadError):
+    pass
+
+
+@contextlib.contextmanager
+def _no_unpickling(enabled: bool = True) -> Iterator[None]:
+    """While active, ``torch.load`` only loads plain data (weights_only=True), whatever its caller
+    asks: a second line of defence behind :func:`pt2_code_entries` for formats it does not know."""
+    if not enabled:
+        yield
+        return
+    original = torch.load
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("weights_only") is False:
+            raise _UnpicklingRefused(
+                "the archive asks to unpickle code; if you trust its source pass --allow-pickle (allow_pickle=True)"
+            )
+        kwargs["weights_only"] = True
+        return original(*args, **kwargs)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise _UnpicklingRefused(
+            "the archive holds a pickled object; if you trust its source pass --allow-pickle (allow_pickle=True)"
+        )
+
+    # opaque and custom objects of a .pt2 go through pickle.loads / the TorchScript unpickler, not torch.load
+    import types
+
+    from torch.export.pt2_archive import _package
+
+    original_pickle, original_obj = _package.pickle, torch._C._pickle_load_obj
+    torch.load = guarded  # type: ignore[assignment]
+    _package.pickle = types.SimpleNamespace(**{**vars(original_pickle), "loads": refuse, "load": refuse})  # type: ignore[assignment]
+    torch._C._pickle_load_obj = refuse  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        torch.load = original  # type: ignore[assignment]
+        _package.pickle = original_pickle  # type: ignore[assignment]
+        torch._C._pickle_load_obj = original_obj  # type: ignore[attr-defined]

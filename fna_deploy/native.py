@@ -18,6 +18,8 @@ Where the build lives (first match wins):
 
 from __future__ import annotations
 
+from .errors import FnaDeployError
+
 import ctypes
 import json
 import math
@@ -25,20 +27,21 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from .contract import LANDMARK_METHODS
+
 ABI_VERSION = 1
 LIBRARY_NAME = "libfna.so"
 TRT_RTX_PLUGIN_NAME = "libfna_trt_rtx_plugin.so"
 TRT_PLUGIN_NAME = "libfna_trt_plugin.so"
 BUILD_INFO = "fna_build_info.json"
-DEFAULT_CUDA_ARCHS = "80;86;89;90"
-METHODS = {"fps": 0, "grid": 1}
+METHODS = {name: i for i, name in enumerate(LANDMARK_METHODS)}  # the C++ enum follows the contract's order
 # limits of the CUDA kernels (plugins/fna/fna_logic.h, landmarks.cu); larger inputs use the reference
 MAX_KERNEL_TOKENS = 1 << 20
 MAX_KERNEL_HEAD_DIM = 256
 MAX_KERNEL_LANDMARKS = 4096
 
 
-class NativeLibraryError(RuntimeError):
+class NativeLibraryError(FnaDeployError, RuntimeError):
     """The native library is missing, stale or failed to build (one sentence)."""
 
 

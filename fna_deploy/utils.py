@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .errors import FnaDeployError
+
 import contextlib
 import os
 import re
@@ -65,7 +67,7 @@ def resolve_device(device: str) -> str:
 LOCK_TIMEOUT_S = 60.0
 
 
-class WriterBusy(ValueError):
+class WriterBusy(FnaDeployError, ValueError):
     """Another process held the folder's writer lock for longer than the timeout."""
 
 

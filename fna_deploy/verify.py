@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import copy
 import json
-import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
-import torch
 from torch import nn
+
+from .parity import degenerate_output, pair_metrics  # noqa: F401  (verify.pair_metrics stays importable)
 
 REFERENCE = "torch-fna"
 DENSE = "torch-dense"
@@ -44,41 +43,18 @@ def _quiet_polygraphy() -> None:
 
 def torch_runner(model: nn.Module, name: str, input_shape: Sequence[int], device: str = "cpu"):
     """A polygraphy runner around a PyTorch module (polygraphy's PytRunner is CUDA-only)."""
-    from polygraphy.backend.base import BaseRunner
-    from polygraphy.common import TensorMetadata
+    from .runtimes.base import as_polygraphy
+    from .runtimes.pytorch import TorchRunner
 
-    class TorchRunner(BaseRunner):
-        def __init__(self) -> None:
-            super().__init__(name=name, prefix=name)
-
-        def activate_impl(self) -> None:
-            self.model = model.to(device).eval()
-
-        def get_input_metadata_impl(self):
-            return TensorMetadata().add(INPUT_NAME, np.float32, [-1, *input_shape[1:]])
-
-        def infer_impl(self, feed_dict):
-            started = time.perf_counter()
-            with torch.no_grad():
-                out = self.model(torch.from_numpy(feed_dict[INPUT_NAME]).to(device))
-            self.inference_time = time.perf_counter() - started  # polygraphy sums these
-            out = out[0] if isinstance(out, (tuple, list)) else out
-            return OrderedDict([(OUTPUT_NAME, out.float().cpu().numpy())])
-
-        def deactivate_impl(self) -> None:
-            del self.model
-
-    return TorchRunner()
+    return as_polygraphy(TorchRunner(model, name, input_shape, device, INPUT_NAME, OUTPUT_NAME))
 
 
 def onnxrt_runner(path: "str | Path"):
     """ONNX Runtime on an export; a trt-target export runs with its function bodies attached."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from .runtimes.base import as_polygraphy
+    from .runtimes.onnxrt import OnnxrtRunner
 
-    from .export.check import runnable_onnx
-
-    source, _note = runnable_onnx(path)
-    return OnnxrtRunner(SessionFromOnnx(source, providers=["cpu"]), name=ONNXRT)
+    return as_polygraphy(OnnxrtRunner(path, name=ONNXRT))
 
 
 def onnx_runners(path: "str | Path", backends: Sequence[str], openvino_precision: str = "f32") -> list:
@@ -103,9 +79,12 @@ def onnx_runners(path: "str | Path", backends: Sequence[str], openvino_precision
 
 
 def trt_runner(engine_path: "str | Path", plugin: Optional[str] = None):
-    from .trt import load_engine_runner
+    """The engine (TensorRT or TensorRT-RTX, as its sidecar says) loaded now, so that a runtime
+    missing here is a TensorRTUnavailable before the Comparator starts."""
+    from .runtimes.base import as_polygraphy
+    from .runtimes.tensorrt import EngineRunner
 
-    return load_engine_runner(engine_path, plugin, name=TRT)
+    return as_polygraphy(EngineRunner(engine_path, plugin, name=TRT).load())
 
 
 @dataclass
@@ -165,38 +144,6 @@ class VerifyReport:
         from .utils import write_text_atomic
 
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
-
-
-def degenerate_output(outputs: Sequence[np.ndarray]) -> Optional[str]:
-    """Why ``outputs`` carry no signal for a comparison (every value equal, e.g. all zero), or None.
-    Any implementation "matches" such an output, so a parity verdict on it means nothing."""
-    values = np.concatenate([np.asarray(o, dtype=np.float64).ravel() for o in outputs]) if len(outputs) else np.zeros(0)
-    if values.size == 0:
-        return "the output is empty"
-    if not np.isfinite(values).all():
-        return None  # not degenerate but broken: the comparison itself reports it
-    if values.max() == values.min():
-        return "every output value is 0" if values.max() == 0 else f"every output value equals {values.max():g}"
-    return None
-
-
-def pair_metrics(reference: list[np.ndarray], other: list[np.ndarray]) -> dict[str, Any]:
-    ref = np.concatenate([r.astype(np.float64).ravel() for r in reference])
-    oth = np.concatenate([o.astype(np.float64).ravel() for o in other])
-    diff = np.abs(ref - oth)
-    norm = np.linalg.norm(ref)
-    denom = norm * np.linalg.norm(oth)
-    top1 = None
-    if all(r.ndim == 2 and r.shape[1] > 1 for r in reference):  # logits [B, classes]
-        agree = [np.argmax(r, 1) == np.argmax(o, 1) for r, o in zip(reference, other)]
-        top1 = float(np.concatenate(agree).mean())
-    return {
-        "max_abs": float(diff.max()),
-        "mean_abs": float(diff.mean()),
-        "rel_l2": float(np.linalg.norm(ref - oth) / norm) if norm > 0 else float(diff.max()),
-        "cosine": float(ref @ oth / denom) if denom > 0 else float(np.array_equal(ref, oth)),
-        "top1_agreement": top1,
-    }
 
 
 def verify(

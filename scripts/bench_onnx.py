@@ -43,6 +43,8 @@ def main(argv: "list[str] | None" = None) -> int:
     import fna_deploy as fd
     from fna_deploy.export import export_onnx
     from fna_deploy.flops import estimate
+    from fna_deploy.runtimes.onnxrt import OnnxrtRunner
+    from fna_deploy.timing import time_interleaved
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="fna-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -59,20 +61,12 @@ def main(argv: "list[str] | None" = None) -> int:
                 export_onnx(model, cfg, path, target=target, dynamic_batch=False, check=False, model_spec=f"timm:{name}")
                 export_s[target] = time.perf_counter() - started
                 paths[target] = path
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = args.threads
-            options.inter_op_num_threads = 1
-            sessions = {t: ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"]) for t, p in paths.items()}
-            x = np.random.default_rng(0).standard_normal((1, 3, res, res), dtype=np.float32)
-            times: dict[str, list[float]] = {"dense": [], "portable": []}
-            for t, s in sessions.items():
+            feed = {"images": np.random.default_rng(0).standard_normal((1, 3, res, res), dtype=np.float32)}
+            runners = {t: OnnxrtRunner(p, args.threads) for t, p in paths.items()}  # the project's ORT session factory
+            for runner in runners.values():
                 for _ in range(args.warmup):
-                    s.run(None, {"images": x})
-            for _ in range(args.iters):
-                for t, s in sessions.items():
-                    started = time.perf_counter()
-                    s.run(None, {"images": x})
-                    times[t].append((time.perf_counter() - started) * 1e3)
+                    runner.infer(feed)
+            times = time_interleaved({t: (lambda r: lambda: r.infer(feed))(r) for t, r in runners.items()}, args.iters)
             tokens = info.num_tokens()
             layers = cfg.resolve_layers(info.num_blocks)
             flop = estimate(tokens, info.embed_dim, info.num_heads, info.num_blocks, len(layers), args.landmarks)

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
-import time
 
 import torch
 
@@ -22,16 +20,14 @@ from fna_deploy.ops import dense_attention, nystrom_attention, select_landmarks
 
 
 def median_ms(fn, warmup: int, iters: int, sync) -> float:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(iters):
-        start = time.perf_counter()
+    """The project's timing harness (fna_deploy.timing), host clock, ``sync`` inside each timed call."""
+    from fna_deploy.timing import time_call
+
+    def run():
         fn()
         sync()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+
+    return time_call(run, warmup=warmup, iters=iters)["median_ms"]
 
 
 def main(argv: "list[str] | None" = None) -> int:

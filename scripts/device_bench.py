@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -53,18 +52,9 @@ def cuda_time_ms(fn, warmup: int, reps: int, graph: bool = False) -> float | Non
             print(f"  (CUDA graph capture failed: {type(e).__name__}: {e})", flush=True)
             return None
         fn = g.replay
-    for _ in range(warmup):
-        fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+    from fna_deploy.timing import cuda_event_timer, time_call
+
+    return time_call(fn, warmup=warmup, iters=reps, timer=cuda_event_timer)["median_ms"]
 
 
 def peak_extra_mib(fn) -> float:

@@ -62,7 +62,7 @@ else
   NVFLAGS=(-O3 -std=c++17 -arch=sm_$ARCH -I$S -Xcompiler -fPIC,-fvisibility=hidden -cudart static)
   timeout 180 nvcc "${NVFLAGS[@]}" -shared $S/landmarks.cu $S/nystrom.cu $S/fna_logic.cpp $S/reference.cpp \
       $S/fna_capi.cpp -o "$BUILD/lib/libfna.so" >>"$OUT/build.log" 2>&1 \
-    && timeout 200 nvcc "${NVFLAGS[@]}" -DFNA_WITH_CUDA=1 plugins/tests/test_kernels.cpp $S/landmarks.cu $S/nystrom.cu \
+    && timeout 200 nvcc "${NVFLAGS[@]}" -DFNA_WITH_CUDA=1 plugins/cpp_tests/test_kernels.cpp $S/landmarks.cu $S/nystrom.cu \
       $S/fna_logic.cpp $S/reference.cpp -o "$BUILD/bin/fna_test_kernels" >>"$OUT/build.log" 2>&1
   build_rc=$?
   printf '{"library": "%s", "cuda": true, "cuda_reason": "", "cuda_architectures": "%s", "trt_plugin": null, "trt_reason": "built without cmake", "trt_include_dir": ""}\n' \

@@ -15,9 +15,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _module(name: str):
-    """fna_deploy/<name>.py by path: both are standard-library only, and importing the package
+    """fna_deploy/<name>.py by path, as a module of a stand-in package (so its relative imports of
+    other standard-library-only modules, such as utils -> errors, resolve): importing the package
     itself would load torch (seconds) for no reason."""
-    spec = importlib.util.spec_from_file_location(f"_fna_{name}", ROOT / "fna_deploy" / f"{name}.py")
+    import types
+
+    if "_fna" not in sys.modules:
+        package = types.ModuleType("_fna")
+        package.__path__ = [str(ROOT / "fna_deploy")]  # type: ignore[attr-defined]
+        sys.modules["_fna"] = package
+    spec = importlib.util.spec_from_file_location(f"_fna.{name}", ROOT / "fna_deploy" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)

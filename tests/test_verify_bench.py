@@ -123,7 +123,8 @@ def test_bench_report_table_and_plot(tmp_path):
         assert s.speedup > 0 and s.share_of_bound == pytest.approx(s.speedup / s.flop_bound, rel=1e-2)
     assert all(m.median_ms <= m.p90_ms and m.throughput > 0 for m in report.measurements)
     table = report.markdown()
-    assert table.count("\n") == 1 + len(report.speedups) and "FLOP bound" in table
+    assert table.count("\n") == 1 + len(report.speedups) + len(report.skipped) and "FLOP bound" in table
+    assert f"| trt | - | - | - | not run: {report.skipped['trt']} |" in table
     report.plot(tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report.write_json(tmp_path / "b.json")

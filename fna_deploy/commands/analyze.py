@@ -8,6 +8,7 @@ from typing import Any, Optional
 import click
 
 from ..cli import CliError, user_errors
+from ..contract import DEFAULT_METHOD, LANDMARK_METHODS
 from ..config import ARTIFACT_DETECTION_RATIO, DEFAULT_MASSIVE_RATIO
 from .common import FiniteFloatRange, check_output_dir, load_cli_model, weights_seed_for
 from .options import MAX_BATCH, MAX_PINV_ITERS, MAX_RESOLUTION, count
@@ -120,7 +121,7 @@ def print_report(report: Any, console: Any, model_args: str = "MODEL", verbose: 
 @click.option("--artifact-ratio", type=FiniteFloatRange(min=0), default=ARTIFACT_DETECTION_RATIO, show_default=True,
               help="Norm / median at which a patch token is reported as an artifact, and masking it is tried (0: off); "
                    "a recommendation that masks gives --artifact-ratio explicitly (export's default is 0).")
-@click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=True, help="Landmark selection.")
+@click.option("--method", type=click.Choice(LANDMARK_METHODS), default=DEFAULT_METHOD, show_default=True, help="Landmark selection.")
 @click.option("--pinv-iters", type=count(0, MAX_PINV_ITERS), default=6, show_default=True, help="Newton-Schulz iterations for the pseudo-inverse.")
 @click.option("--batch-size", type=count(1, MAX_BATCH), default=8, show_default=True, help="Images per forward pass.")
 @click.option("--min-saving", type=FiniteFloatRange(min=0, max=1, max_open=True), default=0.10, show_default=True,

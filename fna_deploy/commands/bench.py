@@ -37,8 +37,6 @@ def _ints(text: str, flag: str) -> list[int]:
 def _artifact(ctx: click.Context, onnx_path: str, sizes: list[int], ms: list[int], layers: Optional[str], batch: int):
     """The FNA config, resolution, landmarks and layers an --onnx artifact was exported with (after the
     shared validation pass); a flag the user typed that contradicts them is refused."""
-    import json
-
     from ..config import FNAConfig
     from ..export.validate import image_input
     from .common import read_onnx
@@ -52,15 +50,56 @@ def _artifact(ctx: click.Context, onnx_path: str, sizes: list[int], ms: list[int
         raise CliError(f"--onnx {onnx_path!r} does not take one square image input 'images' [B,C,H,W] as fna-deploy exports do")
     if dims[0] not in (-1, 0, batch):
         raise CliError(f"--onnx {onnx_path!r} was exported for batch {dims[0]}; give --batch {dims[0]} or a dynamic-batch export")
+    _refuse_contradictions(ctx, f"--onnx {onnx_path!r}", sizes, ms, layers, dims[2], config)
+    return config, [dims[2]], [config.num_landmarks], config.layers
+
+
+def _refuse_contradictions(ctx: click.Context, what: str, sizes: list[int], ms: list[int], layers: Optional[str], resolution: int,
+                           config) -> None:
+    """A --resolutions/--landmarks/--layers the user typed that contradicts the artifact's own is refused."""
+    import json
+
     given = {name for name in ("resolutions", "landmarks", "layers")
              if ctx.get_parameter_source(name) not in (None, click.core.ParameterSource.DEFAULT)}
-    for flag, typed, kept in (("resolutions", sizes, [dims[2]]), ("landmarks", ms, [config.num_landmarks])):
+    for flag, typed, kept in (("resolutions", sizes, [resolution]), ("landmarks", ms, [config.num_landmarks])):
         if flag in given and typed != kept:
-            raise CliError(f"--{flag} {','.join(map(str, typed))} contradicts --onnx {onnx_path!r}, exported with "
+            raise CliError(f"--{flag} {','.join(map(str, typed))} contradicts {what}, exported with "
                            f"{','.join(map(str, kept))}; drop the flag (it is read from the file)")
     if "layers" in given and layers != config.layers:
-        raise CliError(f"--layers {layers} contradicts --onnx {onnx_path!r}, exported with layers={json.dumps(config.layers)}; "
+        raise CliError(f"--layers {layers} contradicts {what}, exported with layers={json.dumps(config.layers)}; "
                        "drop the flag (it is read from the file)")
+
+
+def _engine(ctx: click.Context, engine_path: str, chosen: list[str], sizes: list[int], ms: list[int], layers: Optional[str], batch: int):
+    """The FNA config, resolution, landmarks and layers an --engine plan's sidecar records; the plan
+    must be for the one engine backend in --backends and take --batch."""
+    from ..bench import ENGINE_BACKENDS
+    from ..config import FNAConfig
+    from ..runtimes.tensorrt import BACKEND_RUNTIMES
+    from ..trt import EngineSidecar
+    from .common import check_input_file
+
+    check_input_file(engine_path, "--engine", "give a .plan written by 'fna-deploy build'")
+    engines = [b for b in chosen if b in ENGINE_BACKENDS]
+    if len(engines) != 1:
+        raise CliError("--engine is timed by one engine backend; put exactly one of trt, tensorrt-rtx in --backends")
+    sidecar_path = EngineSidecar.path_for(engine_path)
+    try:
+        sidecar = EngineSidecar.from_json(sidecar_path.read_text())
+    except (OSError, ValueError, TypeError):
+        raise CliError(f"--engine {engine_path!r} has no readable sidecar {sidecar_path.name}; rebuild it with 'fna-deploy build'") from None
+    if not sidecar.fna_config:
+        raise CliError(f"--engine {engine_path!r} records no FNA config (a dense engine); give an engine built from an fna export")
+    if sidecar.runtime != BACKEND_RUNTIMES[engines[0]]:
+        raise CliError(f"--engine {engine_path!r} was built by {sidecar.runtime}, not for the {engines[0]} backend; "
+                       f"use --backends {next(b for b, r in BACKEND_RUNTIMES.items() if r == sidecar.runtime)}")
+    dims = next(iter(sidecar.profile.values()), {}).get("opt", [])
+    if len(dims) != 4 or dims[2] != dims[3]:
+        raise CliError(f"--engine {engine_path!r} does not take one square image input [B,C,H,W] as fna-deploy engines do")
+    if not sidecar.min_batch <= batch <= sidecar.max_batch:
+        raise CliError(f"--engine {engine_path!r} takes batch {sidecar.min_batch}..{sidecar.max_batch}; give --batch in that range")
+    config = FNAConfig.from_dict(sidecar.fna_config)
+    _refuse_contradictions(ctx, f"--engine {engine_path!r}", sizes, ms, layers, dims[2], config)
     return config, [dims[2]], [config.num_landmarks], config.layers
 
 
@@ -89,7 +128,7 @@ def _same_model(module, config, onnx_path: str, batch: int) -> None:
 @click.option("--resolutions", default="224,448,896,1024", show_default=True, help="Comma-separated input sizes in pixels.")
 @click.option("--landmarks", default="64,128", show_default=True, help="Comma-separated numbers of landmarks m.")
 @click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA (default: the second half).")
-@click.option("--backends", default="torch,onnxrt", show_default=True, help="Comma-separated: torch, onnxrt, openvino (CPU), trt (unavailable ones are skipped).")
+@click.option("--backends", default="torch,onnxrt", show_default=True, help="Comma-separated: torch, onnxrt, openvino (CPU), trt, tensorrt-rtx (engines with the fna plugins). A backend that cannot run here is reported with the reason; if you named it, the exit code is 2.")
 @openvino_precision_option()
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto: cuda when PyTorch sees a GPU, else cpu.")
@@ -104,6 +143,11 @@ def _same_model(module, config, onnx_path: str, batch: int) -> None:
 @click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False), metavar="FILE.onnx",
               help="An fna export of MODEL to bench: its stored FNA config and resolution are used (flags that contradict "
                    "them are refused), and ONNX Runtime (or OpenVINO) times the file itself as the FNA variant.")
+@click.option("--engine", "engine_path", type=click.Path(dir_okay=False), metavar="PLAN",
+              help="A plan from 'fna-deploy build' (fna export of MODEL) to time as the FNA variant of the trt or tensorrt-rtx "
+                   "backend; its sidecar's FNA config and resolution are used. Without it those backends build their own engines.")
+@click.option("--plugin", type=click.Path(dir_okay=False), help="fna plugin library for the trt / tensorrt-rtx engines "
+              "[default: the one 'fna-deploy plugin build' made].")
 @click.option("--batch", type=count(1, MAX_BATCH), default=1, show_default=True, help="Images per timed call.")
 @click.option("--warmup", type=count(0, MAX_COUNT), default=1, show_default=True, help="Untimed calls per variant before timing.")
 @click.option("--iters", type=count(1, MAX_COUNT), default=5, show_default=True, help="Timed calls per variant (the median is reported).")
@@ -118,7 +162,7 @@ def _same_model(module, config, onnx_path: str, batch: int) -> None:
 @user_errors
 def bench(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optional[str], allow_pickle: bool, resolutions: str, landmarks: str,
           layers: Optional[str], backends: str, openvino_precision: str, device: str, dtype: Optional[str], cuda_graphs: Optional[bool],
-          fna_ops: str, onnx_path: Optional[str], batch: int, warmup: int, iters: int, threads: Optional[int], report_path: Optional[str],
+          fna_ops: str, onnx_path: Optional[str], engine_path: Optional[str], plugin: Optional[str], batch: int, warmup: int, iters: int, threads: Optional[int], report_path: Optional[str],
           plot_path: Optional[str], quiet: bool, verbose: bool) -> None:
     """Time MODEL dense vs with FNA, per backend and resolution, and compare with the FLOP bound.
 
@@ -141,6 +185,14 @@ def bench(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optio
     if onnx_path is not None:
         stored, sizes, ms, layers = _artifact(ctx, onnx_path, sizes, ms, layers, batch)
     chosen = backend_list(backends, BACKENDS)
+    if engine_path is not None:
+        if onnx_path is not None:
+            raise CliError("--onnx and --engine each bring their own FNA variant; give one of them per run")
+        stored, sizes, ms, layers = _engine(ctx, engine_path, chosen, sizes, ms, layers, batch)
+    if plugin is not None:
+        from ..native import check_plugin_library
+
+        check_plugin_library(plugin)
     if openvino_precision != "f32" and "openvino" not in chosen:
         raise CliError("--openvino-precision applies to the openvino backend; add openvino to --backends")
     FNAConfig(layers=layers)  # syntax check before any work
@@ -175,7 +227,8 @@ def bench(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optio
         report = run_bench(load, model_label=label, resolutions=sizes, landmarks=ms, layers=layers, backends=chosen,
                            openvino_precision=openvino_precision,
                            device=device, dtype=dtype, cuda_graphs=cuda_graphs, fna_ops=fna_ops, batch=batch, warmup=warmup,
-                           iters=iters, threads=threads, progress=update, log=say, config=stored, onnx_artifact=onnx_path)
+                           iters=iters, threads=threads, progress=update, log=say, config=stored, onnx_artifact=onnx_path,
+                           engine=engine_path, plugin=plugin)
     for backend, reason in report.skipped.items():
         console.print(f"[yellow]skipped {backend}:[/yellow] {escape(reason)}")
     timing = ("CUDA events, " + ("CUDA graphs" if report.cuda_graphs else "eager")) if report.device_type == "cuda" else "host clock"
@@ -192,3 +245,7 @@ def bench(ctx: click.Context, model: str, checkpoint: Optional[str], arch: Optio
         console.print(f"plot: {plot_file}")
     if verbose:
         console.print("machine: " + ", ".join(f"{k} {v}" for k, v in report.machine.items()), highlight=False)
+    named = ctx.get_parameter_source("backends") not in (None, click.core.ParameterSource.DEFAULT)
+    unmet = [b for b in chosen if b in report.skipped]
+    if unmet and (named or not report.measurements):  # the request could not be met: never exit 0 with an empty table
+        raise CliError(f"--backends {unmet[0]} could not run here: {report.skipped[unmet[0]]}")

@@ -56,8 +56,7 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
     plugins, and reports per fna node the fields the parser passed against the fields the C++
     creator declares, and every other node the parser rejects. No engine is written.
     """
-    from ..trt import LABELS, TensorRTUnavailable, build_engine, parse_batch, parse_compute_capabilities, parse_shapes
-    from ..trt.rtx_child import ChildDied
+    from ..trt import LABELS, build_engine, parse_batch, parse_compute_capabilities, parse_shapes
 
     source = Path(onnx_path)
     if not source.is_file():
@@ -83,16 +82,13 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
         from ..native import check_plugin_library
 
         check_plugin_library(plugin)
-    try:
-        if check:
-            _check(source, runtime, report_path)
-            return
-        plan = Path(output) if output else source.with_suffix(".plan")
-        sidecar = build_engine(source, plan, fp16=fp16, plugin=plugin, batch=batch, shapes=profile_shapes,
-                               workspace_gib=workspace, timing_cache=timing_cache, verbose=verbose, runtime=runtime,
-                               compute_capabilities=parse_compute_capabilities(compute_capabilities))
-    except (TensorRTUnavailable, ChildDied) as exc:
-        raise CliError(str(exc), exit_code=2) from None
+    if check:
+        _check(source, runtime, report_path)
+        return
+    plan = Path(output) if output else source.with_suffix(".plan")
+    sidecar = build_engine(source, plan, fp16=fp16, plugin=plugin, batch=batch, shapes=profile_shapes,
+                           workspace_gib=workspace, timing_cache=timing_cache, verbose=verbose, runtime=runtime,
+                           compute_capabilities=parse_compute_capabilities(compute_capabilities))
     if quiet:
         click.echo(f"{plan}\n{plan}.json")
         return

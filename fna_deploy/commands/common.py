@@ -15,6 +15,7 @@ import click
 from ..cli import CliError
 from .options import MAX_LANDMARKS, MAX_PINV_ITERS, MAX_RESOLUTION, count
 from ..config import DEFAULT_ARTIFACT_RATIO, DEFAULT_MASSIVE_RATIO
+from ..contract import DEFAULT_METHOD, LANDMARK_METHODS
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -102,7 +103,7 @@ def fna_options(func: Callable[..., Any], *, served: bool = False) -> Callable[.
     decorators = [
         click.option("--landmarks", "num_landmarks", type=count(1, MAX_LANDMARKS), default=64, show_default=show, help="Number of landmark tokens m." + note),
         click.option("--layers", default=None, metavar="SPEC", help="Blocks with FNA: all, a-b, a-b,c" + ("." + note if served else " (default: the second half).")),
-        click.option("--method", type=click.Choice(["fps", "grid"]), default="fps", show_default=show, help="Landmark selection." + note),
+        click.option("--method", type=click.Choice(LANDMARK_METHODS), default=DEFAULT_METHOD, show_default=show, help="Landmark selection." + note),
         click.option("--features", type=click.Choice(["q", "k", "v", "input"]), default="q", show_default=show,
                      help="What FPS measures distances on (input: the residual stream entering the block, as the official FNA code)." + note),
         click.option("--resample/--no-resample", "resample_every_layer", default=False, show_default=show, help="Select landmarks anew in every FNA layer." + note),

@@ -21,16 +21,6 @@ import click
 from ..config import MAX_LANDMARKS, MAX_PINV_ITERS  # noqa: F401  (the bounds of config values, flags and files alike)
 from ..utils import DEVICES, resolve_device  # noqa: F401  (commands import both from here)
 
-# the spellings the vocabulary test holds every command to: flag -> (what it means, its parameter)
-VOCABULARY = {
-    "--report": "FILE: write the JSON report there",
-    "--json": "switch: print JSON to stdout",
-    "--random": "N: that many random inputs",
-    "--quiet": "-q: no progress display",
-    "--verbose": "-v: more detail",
-    "--device": "auto|cpu|cuda, default auto",
-}
-
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 
 # upper bounds of the numeric flags (every one has one: an unbounded count can run for days or
@@ -52,10 +42,6 @@ def count(low: int, high: int) -> click.IntRange:
 
 def report_option(help: str = "Write the report as JSON to FILE.") -> Decorator:
     return click.option("--report", "report_path", type=click.Path(dir_okay=False), metavar="FILE", help=help)
-
-
-def json_option(help: str = "Print JSON to stdout instead of a table.") -> Decorator:
-    return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def random_option(help: str, dest: str = "random_count") -> Decorator:

@@ -42,17 +42,13 @@ def compare(reference: np.ndarray, actual: np.ndarray, *, batch: int, output: st
             allow_degenerate: bool = False) -> ParityResult:
     """fp32: max abs error within FP32_TOL (scaled by outputs above 1); fp16: cosine. A reference
     without signal (every value equal) fails unless ``allow_degenerate``: it proves nothing."""
-    from ..verify import degenerate_output
+    from ..parity import degenerate_output, pair_metrics
 
     degenerate = degenerate_output([reference])
-    ref = reference.astype(np.float64).ravel()
-    act = actual.astype(np.float64).ravel()
-    diff = np.abs(ref - act)
-    denom = np.linalg.norm(ref) * np.linalg.norm(act)
-    cosine = float(ref @ act / denom) if denom > 0 else float(np.array_equal(ref, act))
-    scale = float(np.abs(ref).max()) if ref.size else 0.0
-    max_abs = float(diff.max()) if diff.size else 0.0
-    finite = bool(np.isfinite(act).all())
+    metrics = pair_metrics([reference], [actual])
+    cosine, max_abs = metrics["cosine"], metrics["max_abs"]
+    scale = float(np.abs(reference).max()) if reference.size else 0.0
+    finite = bool(np.isfinite(actual).all())
     if fp16:
         criterion = f"cosine >= {FP16_MIN_COSINE}"
         passed = finite and cosine >= FP16_MIN_COSINE
@@ -62,7 +58,7 @@ def compare(reference: np.ndarray, actual: np.ndarray, *, batch: int, output: st
         passed = finite and max_abs <= tol
     if degenerate and not allow_degenerate:
         passed = False
-    return ParityResult(batch, output, max_abs, float(diff.mean()) if diff.size else 0.0, cosine, scale, criterion, passed, degenerate)
+    return ParityResult(batch, output, max_abs, metrics["mean_abs"], cosine, scale, criterion, passed, degenerate)
 
 
 def runnable_onnx(path: "str | os.PathLike[str]") -> "tuple[bytes | str, Optional[str]]":
@@ -86,17 +82,6 @@ def runnable_onnx(path: "str | os.PathLike[str]") -> "tuple[bytes | str, Optiona
     return runnable.SerializeToString(), "trt target run with the portable function bodies attached in memory"
 
 
-def ort_session(model_bytes_or_path, threads: Optional[int] = None):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    if threads:
-        options.intra_op_num_threads = threads
-    source = model_bytes_or_path if isinstance(model_bytes_or_path, (bytes, str)) else str(model_bytes_or_path)
-    return ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
 def check_parity(
     model: torch.nn.Module,
     onnx_model,
@@ -109,6 +94,8 @@ def check_parity(
 ) -> list[ParityResult]:
     """Run the ONNX model (bytes or path) with ONNX Runtime and ``model`` with PyTorch on the same
     random input at each batch size; compare every output."""
+    from ..runtimes.onnxrt import session as ort_session
+
     session = ort_session(onnx_model)
     input_name = session.get_inputs()[0].name
     output_names = [o.name for o in session.get_outputs()]

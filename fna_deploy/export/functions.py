@@ -29,6 +29,7 @@ from typing import Optional
 import onnx
 from onnx import FunctionProto, TensorProto, helper
 
+from ..contract import LANDMARK_METHODS, attribute_names
 from .schemas import DOMAIN, LANDMARKS, NYSTROM
 
 # the oldest standard opset the bodies are valid in; they are stamped with the model's own
@@ -91,8 +92,8 @@ def _function(name: str, inputs: list[str], outputs: list[str], attributes: list
 
 
 def landmarks_function(method: str = "fps", with_scores: bool = False, opset: int = BODY_OPSET) -> FunctionProto:
-    if method not in ("fps", "grid"):
-        raise ValueError(f"FnaLandmarks: no ONNX body for method {method!r}; use fps or grid")
+    if method not in LANDMARK_METHODS:
+        raise ValueError(f"FnaLandmarks: no ONNX body for method {method!r}; use {' or '.join(LANDMARK_METHODS)}")
     b = _Builder("lm_")
     f = b.op("Cast", ["features"], "f", to=FLOAT)
     shape = b.op("Shape", [f], "shape")
@@ -197,7 +198,7 @@ def landmarks_function(method: str = "fps", with_scores: bool = False, opset: in
     order = b.op("TopK", [rank, b.op("Unsqueeze", [m, b.const([0])])], "order", outputs=2, axis=1, largest=0, sorted=1)[1]
     b.nodes.append(helper.make_node("Cast", [order], ["idx"], to=INT32))
     inputs = ["features", "scores"] if with_scores else ["features"]
-    attributes = ["num_landmarks", "num_prefix", "method", "massive_ratio", "artifact_ratio", "plugin_namespace", "plugin_version"]
+    attributes = attribute_names(LANDMARKS)
     return _function(LANDMARKS, inputs, ["idx"], attributes, b, f"FnaLandmarks body (method={method}, scores={with_scores})", opset)
 
 
@@ -258,7 +259,7 @@ def nystrom_function(opset: int = BODY_OPSET) -> FunctionProto:
     probs = b.op("Softmax", [b.op("MatMul", [b.op("Mul", ["q", scale_t]), b.op("Transpose", [kp], perm=perm)])], "P", axis=-1)
     b.nodes.append(helper.make_node("MatMul", [probs, w], ["out"]))
     _ = dv  # v may have its own head width; MatMul carries it through
-    attributes = ["scale", "pinv_iters", "plugin_namespace", "plugin_version"]
+    attributes = attribute_names(NYSTROM)
     return _function(NYSTROM, ["q", "k", "v", "idx"], ["out"], attributes, b, "NystromAttention body", opset)
 
 

@@ -22,6 +22,8 @@ data files), so nobody parses the file twice.
 
 from __future__ import annotations
 
+from ..errors import FnaDeployError
+
 import json
 import os
 import stat
@@ -49,7 +51,7 @@ class ValidatedOnnx:
     external_data: list[str] = field(default_factory=list)  # file names relative to the model's folder
 
 
-class InvalidOnnx(ValueError):
+class InvalidOnnx(FnaDeployError, ValueError):
     """The file is not an ONNX model this toolchain accepts (the message names it)."""
 
 

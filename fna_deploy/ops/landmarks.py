@@ -23,8 +23,10 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..contract import LANDMARK_METHODS
+
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-METHODS = ("fps", "grid")
+METHODS = LANDMARK_METHODS
 
 
 def lower_median(x: Tensor, dim: int = -1) -> Tensor:

@@ -8,6 +8,8 @@ it, so ``unpatch`` restores the original model bit for bit and state dicts never
 
 from __future__ import annotations
 
+from ..errors import FnaDeployError
+
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
@@ -19,7 +21,7 @@ from ..config import FNAConfig
 from ..ops import nystrom_attention, select_landmarks
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(FnaDeployError, ValueError):
     """The model (or one of its attention modules) is not of a family fna-deploy can patch."""
 
 

@@ -6,11 +6,12 @@ Meant for small inputs (a few dozen tokens): a ViT at 224 px takes seconds per i
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .base import Runner, as_polygraphy
 
 NAME = "onnx-reference"
 
@@ -26,34 +27,36 @@ def load(path: "str | Path"):
     return ReferenceEvaluator(with_bodies(onnx.load(str(path)))[0])
 
 
+class ReferenceRunner(Runner):
+    """An ONNX file in onnx.reference (numpy, CPU)."""
+
+    name = NAME
+
+    def __init__(self, path: "str | Path") -> None:
+        super().__init__()
+        self.path = path
+
+    def _load(self) -> None:
+        self.evaluator = load(self.path)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [np.asarray(out) for out in self.evaluator.run(None, dict(feeds))]
+
+    def input_metadata(self) -> list[tuple[str, Any, list[int]]]:
+        import onnx
+
+        return [(value.name, np.float32, [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim])
+                for value in onnx.load(str(self.path), load_external_data=False).graph.input]
+
+    def output_names(self) -> list[str]:
+        self.load()
+        return list(self.evaluator.output_names)
+
+    def close(self) -> None:
+        self.__dict__.pop("evaluator", None)
+        super().close()
+
+
 def polygraphy_runner(path: "str | Path"):
     """A polygraphy runner (for verify's Comparator) running the ONNX file in onnx.reference."""
-    from polygraphy.backend.base import BaseRunner
-    from polygraphy.common import TensorMetadata
-
-    class ReferenceRunner(BaseRunner):
-        def __init__(self) -> None:
-            super().__init__(name=NAME, prefix=NAME)
-
-        def activate_impl(self) -> None:
-            self.evaluator = load(path)
-
-        def get_input_metadata_impl(self):
-            import onnx
-
-            meta = TensorMetadata()
-            for value in onnx.load(str(path), load_external_data=False).graph.input:
-                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in value.type.tensor_type.shape.dim]
-                meta.add(value.name, np.float32, dims)
-            return meta
-
-        def infer_impl(self, feed_dict):
-            started = time.perf_counter()
-            outputs = self.evaluator.run(None, dict(feed_dict))
-            self.inference_time = time.perf_counter() - started
-            return OrderedDict((name, np.asarray(out)) for name, out in zip(self.evaluator.output_names, outputs))
-
-        def deactivate_impl(self) -> None:
-            del self.evaluator
-
-    return ReferenceRunner()
+    return as_polygraphy(ReferenceRunner(path))

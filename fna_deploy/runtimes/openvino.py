@@ -9,20 +9,22 @@ default, for parity: OpenVINO's own default on CPUs with bf16 units is bf16 (err
 
 from __future__ import annotations
 
+from ..errors import FnaDeployError
+
 import io
 import tempfile
-import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
+from .base import Runner, as_polygraphy
+
 NAME = "openvino"
 PRECISIONS = ("f32", "bf16")
 
 
-class OpenVINOUnavailable(RuntimeError):
+class OpenVINOUnavailable(FnaDeployError, RuntimeError):
     """openvino is not installed (one sentence, with the fix)."""
 
 
@@ -89,35 +91,44 @@ def run(compiled: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     return [np.asarray(result[out]) for out in compiled.outputs]
 
 
+class OpenVINORunner(Runner):
+    """An ONNX file compiled by OpenVINO for the CPU at ``precision``."""
+
+    def __init__(self, path: "str | Path", precision: str = "f32", threads: Optional[int] = None) -> None:
+        super().__init__()
+        self.path, self.precision, self.threads, self.name = path, precision, threads, runner_name(precision)
+
+    @classmethod
+    def unavailable(cls, device: str = "cpu") -> Optional[str]:
+        if device == "cuda":
+            return "OpenVINO runs on its CPU plugin here, so its times are not GPU times; time it with --device cpu"
+        try:
+            require_openvino()
+        except OpenVINOUnavailable as exc:
+            return str(exc)
+        return None
+
+    def _load(self) -> None:
+        self.compiled, self.details = compile_onnx(self.path, self.precision, self.threads)
+
+    def _infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return run(self.compiled, feeds)
+
+    def input_metadata(self) -> list[tuple[str, Any, list[int]]]:
+        self.load()
+        return [(port.get_any_name(), np.float32, [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()])
+                for port in self.compiled.inputs]
+
+    def output_names(self) -> list[str]:
+        self.load()
+        return [port.get_any_name() for port in self.compiled.outputs]
+
+    def close(self) -> None:
+        self.__dict__.pop("compiled", None)
+        super().close()
+
+
 def polygraphy_runner(path: "str | Path", precision: str = "f32", threads: Optional[int] = None):
     """A polygraphy runner (for verify's Comparator) running the ONNX file in OpenVINO on the CPU."""
-    from polygraphy.backend.base import BaseRunner
-    from polygraphy.common import TensorMetadata
-
-    name = runner_name(precision)
     require_openvino()  # refuse before the Comparator starts
-
-    class OpenVINORunner(BaseRunner):
-        def __init__(self) -> None:
-            super().__init__(name=name, prefix=name)
-            self.details: dict[str, Any] = {}
-
-        def activate_impl(self) -> None:
-            self.compiled, self.details = compile_onnx(path, precision, threads)
-
-        def get_input_metadata_impl(self):
-            meta = TensorMetadata()
-            for port in self.compiled.inputs:
-                meta.add(port.get_any_name(), np.float32, [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()])
-            return meta
-
-        def infer_impl(self, feed_dict):
-            started = time.perf_counter()
-            outputs = run(self.compiled, feed_dict)
-            self.inference_time = time.perf_counter() - started
-            return OrderedDict((port.get_any_name(), out) for port, out in zip(self.compiled.outputs, outputs))
-
-        def deactivate_impl(self) -> None:
-            del self.compiled
-
-    return OpenVINORunner()
+    return as_polygraphy(OpenVINORunner(path, precision, threads))

@@ -66,9 +66,6 @@ class TritonHttpClient:
             raise ValueError(f"{what}: the server at {self.url} did not answer as a Triton HTTP server "
                              f"({type(exc).__name__}{': ' + detail if detail else ''}); check the host and port") from None
 
-    def server_ready(self) -> bool:
-        return bool(self._call("server readiness", self.client.is_server_ready))
-
     def model_config(self, name: str) -> dict[str, Any]:
         if not self._call("model readiness", self.client.is_model_ready, name):
             raise ValueError(f"model {name!r} is not ready on {self.url} (is the name right? see the server's log)")

@@ -3,6 +3,8 @@ wait for readiness, stop it (SIGTERM, then SIGKILL of its process group)."""
 
 from __future__ import annotations
 
+from ..errors import FnaDeployError
+
 import os
 import re
 import shutil
@@ -125,7 +127,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
         pass
 
 
-class ServerError(RuntimeError):
+class ServerError(FnaDeployError, RuntimeError):
     """tritonserver did not start, or stopped; the message ends with the log's last lines.
     ``cause`` is the server's own line that says why (see :func:`cause_line`), when it wrote one."""
 

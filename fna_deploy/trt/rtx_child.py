@@ -11,6 +11,8 @@ into one sentence.
 
 from __future__ import annotations
 
+from ..errors import FnaDeployError
+
 import importlib.util
 import json
 import os
@@ -23,7 +25,7 @@ from typing import Callable, Optional
 UNVERSIONED = {"tensorrt_rtx": "libtensorrt_rtx.so"}
 
 
-class ChildDied(RuntimeError):
+class ChildDied(FnaDeployError, RuntimeError):
     """The child process ended by a signal or without its JSON answer (one sentence)."""
 
 

@@ -10,6 +10,8 @@ Nothing here imports a runtime until asked.
 
 from __future__ import annotations
 
+from ..errors import FnaDeployError
+
 import importlib
 import json
 import os
@@ -34,7 +36,7 @@ RTX_NO_HOPPER = (
 )
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(FnaDeployError, RuntimeError):
     """A TensorRT runtime (or a GPU) is missing; the message says what and how to get it."""
 
 

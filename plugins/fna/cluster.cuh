@@ -1,5 +1,5 @@
 // Thread-block clusters behind four calls, so that a kernel reads the same on Hopper, on older
-// GPUs and in the CPU emulator (plugins/tests/emu/cuda_emu.h):
+// GPUs and in the CPU emulator (plugins/cpp_tests/emu/cuda_emu.h):
 //   cluster_rank()          this CTA's rank in its cluster (0 without clusters)
 //   cluster_size()          CTAs in the cluster (1 without clusters)
 //   cluster_sync()          barrier over every thread of every CTA of the cluster, with

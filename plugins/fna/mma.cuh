@@ -9,7 +9,7 @@
 //   C, D (16x8, fp32)     c0, c1: D[g][2t], D[g][2t+1]      c2, c3: D[g+8][2t], D[g+8][2t+1]
 //
 // On sm_80 and newer this is one `mma.sync` instruction. Everywhere else (older GPUs, and the
-// host compile of the CPU emulator in plugins/tests/emu) a portable version computes the SAME
+// host compile of the CPU emulator in plugins/cpp_tests/emu) a portable version computes the SAME
 // per-lane result: each lane gathers the A rows and B columns it needs from the lanes that hold
 // them, with warp shuffles, so a kernel that fills its fragments wrongly gives wrong numbers in
 // the emulator too. All 32 lanes of the warp must call it (warp-uniform control flow), with a

@@ -70,14 +70,14 @@ def test_cuda_kernels_register_for_the_custom_ops(sm90_build, monkeypatch):
 def test_cuda_kernels_on_the_cpu_emulator(tmp_path):
     """The CUDA kernels' own test (test_kernels.cpp: kernels vs the C++ reference, identical
     landmark indices, Nystrom rel err <= 1e-4 / 1e-2 for fp16) run through the CPU emulator in
-    plugins/tests/emu: no GPU needed, only g++ and the CUDA headers."""
+    plugins/cpp_tests/emu: no GPU needed, only g++ and the CUDA headers."""
     import subprocess
     import sys
 
     if not _cuda_headers_present():
         pytest.skip("CUDA headers (cuda_fp16.h) not found")
     root = native.source_dir()
-    proc = subprocess.run([sys.executable, str(root / "plugins" / "tests" / "emulate_kernels.py"), "--build", str(tmp_path)],
+    proc = subprocess.run([sys.executable, str(root / "plugins" / "cpp_tests" / "emulate_kernels.py"), "--build", str(tmp_path)],
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "running on the CPU emulator" in proc.stdout and " 0 failures" in proc.stdout
@@ -86,7 +86,7 @@ def test_cuda_kernels_on_the_cpu_emulator(tmp_path):
 def _cuda_headers_present() -> bool:
     import importlib.util
 
-    path = native.source_dir() / "plugins" / "tests" / "emulate_kernels.py"
+    path = native.source_dir() / "plugins" / "cpp_tests" / "emulate_kernels.py"
     spec = importlib.util.spec_from_file_location("emulate_kernels", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -8,7 +8,7 @@ Needs only g++ and the CUDA headers (cuda_fp16.h); no GPU, no nvcc. Cluster laun
 (cudaLaunchKernelEx with a cluster dimension, as landmarks.cu makes them) need no rewrite: the
 emulator implements cudaLaunchKernelEx and runs each cluster's CTAs concurrently (emu/cuda_emu.h).
 
-    python plugins/tests/emulate_kernels.py [--build DIR]     # exit code of the test binary
+    python plugins/cpp_tests/emulate_kernels.py [--build DIR]     # exit code of the test binary
 """
 
 from __future__ import annotations

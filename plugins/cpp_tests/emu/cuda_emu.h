@@ -17,7 +17,7 @@
 // The emulated device (emu::g_device) answers cudaDeviceGetAttribute, cudaFuncGetAttributes and
 // cudaOccupancyMaxActiveClusters; tests change it to steer a launcher onto another path (an
 // Ampere-like device without clusters, a smaller shared-memory limit, ...).
-// Used by plugins/tests/emulate_kernels.py; not a general CUDA emulator.
+// Used by plugins/cpp_tests/emulate_kernels.py; not a general CUDA emulator.
 #pragma once
 
 #include <cuda_fp16.h>  // host-side __half, dim3, uint3, cudaError_t, cudaStream_t, launch configs

@@ -17,7 +17,7 @@ from fna_deploy.export import export_onnx
 from fna_deploy.trt import EngineSidecar, engine_runs_here, runtime
 from fna_deploy.trt.contract_check import check_contract
 
-from .conftest import tiny_timm
+from ..conftest import tiny_timm
 
 pytest.importorskip("tensorrt_rtx", reason="needs TensorRT for RTX (pip install tensorrt-rtx; in the dev extra)")
 CONFIG = fd.FNAConfig(num_landmarks=8, layers="all", massive_ratio=10.0)

@@ -16,7 +16,7 @@ from fna_deploy.export.fp16 import convert_to_fp16, is_fp16
 from fna_deploy.export.schemas import register_schemas
 from fna_deploy.trt import EngineSidecar, TensorSpec, fp16_strategy, parse_batch, parse_shapes, tensorrt_version
 
-from .conftest import tiny_timm
+from ..conftest import tiny_timm
 
 ort = pytest.importorskip("onnxruntime")
 HAS_TRT = tensorrt_version() is not None and torch.cuda.is_available()
