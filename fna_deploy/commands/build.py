@@ -92,7 +92,7 @@ def build(onnx_path: str, output: Optional[str], fp16: bool, plugin: Optional[st
     if quiet:
         click.echo(f"{plan}\n{plan}.json")
         return
-    click.echo(f"engine: {plan} ({LABELS[sidecar.runtime]} {sidecar.tensorrt_version}, {sidecar.gpu}, "
+    click.echo(f"engine: {plan} ({LABELS[sidecar.runtime]} {sidecar.runtime_version}, {sidecar.gpu}, "
                f"fp16={sidecar.fp16} via {sidecar.fp16_strategy})")
     # what was built, read back from the sidecar (the profile the builder was given), never from the flags
     lows, opts, highs = ([p[k][0] for p in sidecar.profile.values()] for k in ("min", "opt", "max"))

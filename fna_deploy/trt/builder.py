@@ -231,7 +231,7 @@ def build_engine(
     if meta.get("random_seed", "").isdigit():  # the export's random-weights seed: verify/infer rebuild the same model
         extra["random_seed"] = int(meta["random_seed"])
     sidecar = EngineSidecar(
-        tensorrt_version=str(trt.__version__),
+        runtime_version=str(trt.__version__),
         gpu=gpu or "unknown",
         fp16=fp16,
         fp16_strategy=strategy,

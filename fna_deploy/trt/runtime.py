@@ -156,7 +156,7 @@ def engine_runs_here(sidecar: Any) -> Optional[str]:
     data = sidecar if isinstance(sidecar, dict) else vars(sidecar)
     runtime = data.get("runtime") or TENSORRT
     label = LABELS.get(runtime, runtime)
-    built = str(data.get("tensorrt_version"))
+    built = str(data.get("runtime_version") or data.get("tensorrt_version"))  # the latter: sidecars before the rename
     if runtime not in RUNTIMES:
         return f"the engine names an unknown runtime {runtime!r} in its sidecar; rebuild it with 'fna-deploy build'"
     have = runtime_version(runtime)

@@ -14,7 +14,7 @@ from .runtime import TENSORRT
 class EngineSidecar:
     """The JSON written next to a .plan: what Triton configs and runners need to know."""
 
-    tensorrt_version: str
+    runtime_version: str  # the version of the runtime that built it (TensorRT or TensorRT-RTX: see runtime)
     gpu: str
     fp16: bool
     fp16_strategy: str
@@ -25,7 +25,7 @@ class EngineSidecar:
     plugin: Optional[str] = None
     fna_config: Optional[dict] = None
     extra: dict[str, Any] = field(default_factory=dict)
-    # which runtime built it ("tensorrt" | "tensorrt-rtx"; tensorrt_version holds its version) and
+    # which runtime built it ("tensorrt" | "tensorrt-rtx"; runtime_version holds its version) and
     # for which compute capabilities (e.g. [86]); None: the runtime's default set (TensorRT-RTX)
     runtime: str = TENSORRT
     compute_capabilities: Optional[list[int]] = None
@@ -44,6 +44,8 @@ class EngineSidecar:
     @classmethod
     def from_json(cls, text: str) -> "EngineSidecar":
         data = json.loads(text)
+        if "runtime_version" not in data and "tensorrt_version" in data:  # sidecars written before the rename
+            data["runtime_version"] = data.pop("tensorrt_version")
         data["inputs"] = [TensorSpec(**t) for t in data.get("inputs", [])]
         data["outputs"] = [TensorSpec(**t) for t in data.get("outputs", [])]
         return cls(**data)

@@ -206,7 +206,7 @@ def test_verify_engine_names_the_runtime_the_plan_needs(tmp_path):
         pytest.skip("needs TensorRT-RTX installed and no GPU (the refusal this checks)")
     plan = tmp_path / "m.plan"
     plan.write_bytes(b"not run")
-    (tmp_path / "m.plan.json").write_text(json.dumps({"runtime": "tensorrt-rtx", "tensorrt_version": version}))
+    (tmp_path / "m.plan.json").write_text(json.dumps({"runtime": "tensorrt-rtx", "runtime_version": version}))
     result = invoke("verify", MODEL, "--engine", str(plan), "-q")
     assert result.exit_code == 2
     last = result.output.strip().splitlines()[-1]

@@ -55,7 +55,7 @@ def fake_engine(tmp_path: Path, *, min_batch=1, opt_batch=4, max_batch=16, batch
     engine = tmp_path / name
     engine.write_bytes(b"not a real engine: the repository writer only copies it")
     sidecar = EngineSidecar(
-        tensorrt_version="10.13", gpu="NVIDIA H100", fp16=True, fp16_strategy="builder-flag",
+        runtime_version="10.13", gpu="NVIDIA H100", fp16=True, fp16_strategy="builder-flag",
         inputs=[TrtTensor("images", "float32", [batch, 3, 224, 224])],
         outputs=[TrtTensor("output", "float32", [batch, 1000])],
         profile={"images": {"min": [min_batch, 3, 224, 224], "opt": [opt_batch, 3, 224, 224], "max": [max_batch, 3, 224, 224]}},

@@ -20,7 +20,7 @@ def machine(monkeypatch, *, trt=None, rtx=None, cc=None, gpu="NVIDIA H200"):
 
 
 def sidecar(**kw) -> EngineSidecar:
-    base = dict(tensorrt_version="1.7.1.116", gpu="none", fp16=False, fp16_strategy="fp32",
+    base = dict(runtime_version="1.7.1.116", gpu="none", fp16=False, fp16_strategy="fp32",
                 inputs=[TensorSpec("images", "float32", [-1, 3, 64, 64])], outputs=[TensorSpec("output", "float32", [-1, 10])],
                 profile={"images": {"min": [1, 3, 64, 64], "opt": [1, 3, 64, 64], "max": [2, 3, 64, 64]}}, onnx="m.onnx",
                 runtime="tensorrt-rtx", compute_capabilities=None)
@@ -84,13 +84,15 @@ def test_engine_runs_here(monkeypatch, tmp_path):
     assert engine_runs_here(sidecar()) is None  # the default set covers 8.9
     assert "built for compute capabilities 8.6, 12.0, not for this GPU's 8.9" in engine_runs_here(sidecar(compute_capabilities=[86, 120]))
     machine(monkeypatch, trt="10.13", cc=89)
-    assert engine_runs_here(sidecar(runtime="tensorrt", tensorrt_version="10.13", compute_capabilities=[89])) is None
+    assert engine_runs_here(sidecar(runtime="tensorrt", runtime_version="10.13", compute_capabilities=[89])) is None
     assert "run only on the GPU model they were built for" in engine_runs_here(
-        sidecar(runtime="tensorrt", tensorrt_version="10.13", compute_capabilities=[90]))
+        sidecar(runtime="tensorrt", runtime_version="10.13", compute_capabilities=[90]))
     # from the engine's path: its sidecar is read; an old sidecar without "runtime" means TensorRT
     plan = tmp_path / "m.plan"
-    data = json.loads(sidecar(runtime="tensorrt", tensorrt_version="10.13").to_json())
+    data = json.loads(sidecar(runtime="tensorrt", runtime_version="10.13").to_json())
     del data["runtime"], data["compute_capabilities"]
+    data["tensorrt_version"] = data.pop("runtime_version")  # and names the version as sidecars did before the rename
     EngineSidecar.path_for(plan).write_text(json.dumps(data))
     assert engine_runs_here(plan) is None
+    assert EngineSidecar.from_json(json.dumps(data)).runtime_version == "10.13"
     assert "has no sidecar" in engine_runs_here(tmp_path / "other.plan")

@@ -56,7 +56,7 @@ def test_parse_shapes():
 
 def test_sidecar_round_trip():
     sidecar = EngineSidecar(
-        tensorrt_version="10.13", gpu="NVIDIA H100", fp16=True, fp16_strategy="builder-flag",
+        runtime_version="10.13", gpu="NVIDIA H100", fp16=True, fp16_strategy="builder-flag",
         inputs=[TensorSpec("images", "float32", [-1, 3, 224, 224])], outputs=[TensorSpec("output", "float32", [-1, 1000])],
         profile={"images": {"min": [1, 3, 224, 224], "opt": [4, 3, 224, 224], "max": [8, 3, 224, 224]}},
         onnx="m.onnx", fna_config=fd.FNAConfig().to_dict(),
