@@ -151,6 +151,19 @@ LANDMARK_METHODS: tuple[str, ...] = op(LANDMARKS).field("method").choices
 DEFAULT_METHOD: str = str(op(LANDMARKS).field("method").default)
 
 
+# Limits of the CUDA kernels (plugins/fna/landmarks.cu, nystrom.cu); larger inputs run the reference
+# (fna_deploy/ops' CUDA registration) and the TensorRT plugins reject them at build time (fna_logic.cpp).
+# Generated into fna_contract.h as kMaxKernelTokens etc.; no other module writes these numbers.
+MAX_KERNEL_TOKENS = 1 << 20  # exclusive: the landmark kernels pack per-token counters into 21 bits
+MAX_KERNEL_HEAD_DIM = 256  # inclusive, q/k and v head dims
+MAX_KERNEL_LANDMARKS = 4096  # inclusive, m of the Nystrom kernels
+KERNEL_LIMITS: dict[str, int] = {
+    "MAX_KERNEL_TOKENS": MAX_KERNEL_TOKENS,
+    "MAX_KERNEL_HEAD_DIM": MAX_KERNEL_HEAD_DIM,
+    "MAX_KERNEL_LANDMARKS": MAX_KERNEL_LANDMARKS,
+}
+
+
 HEADER_PATH = "plugins/fna/fna_contract.h"
 
 
@@ -162,6 +175,23 @@ def _cpp_number(x: Optional[float], none: str) -> str:
 
 def _cpp_string(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.lower().split("_"))
+
+
+def _cpp_default(f: Field) -> Optional[str]:
+    """The typed C++ constant of a field's default, or None for a required field."""
+    if f.required:
+        return None
+    if f.type == "int32":
+        return f"constexpr int32_t {{}} = {int(f.default)};"
+    if f.type == "float32":
+        return f"constexpr float {{}} = {float(f.default)!r}f;"
+    if f.choices:  # a choice field becomes an enum (only method today)
+        return f"constexpr {_camel(f.name)} {{}} = {_camel(f.name)}::k{_camel(str(f.default))};"
+    return f"constexpr char const* {{}} = {_cpp_string(str(f.default))};"
 
 
 def render_cpp_header() -> str:
@@ -218,6 +248,26 @@ def render_cpp_header() -> str:
                 f"{_cpp_number(f.maximum, 'kUnbounded')}, {_cpp_string('|'.join(f.choices))}}},"
             )
         lines += ["};", f"constexpr int32_t kNum{ident[o.name]}Fields = {len(o.fields)};"]
+    lines += ["", "// Choice fields as enums, in the order of their choices (the C API's codes)."]
+    for o in OPS:
+        for f in o.fields:
+            if f.choices:
+                enum = _camel(f.name)
+                items = ", ".join(f"k{_camel(c)} = {i}" for i, c in enumerate(f.choices))
+                names = ", ".join(_cpp_string(c) for c in f.choices)
+                lines += [
+                    f"enum class {enum} : int32_t {{ {items} }};",
+                    f"constexpr char const* k{enum}Names[] = {{{names}}};",
+                    f"constexpr int32_t kNum{enum}s = {len(f.choices)};",
+                ]
+    lines += ["", "// Typed defaults of the optional fields (required fields have none)."]
+    for o in OPS:
+        for f in o.fields:
+            decl = _cpp_default(f)
+            if decl is not None:
+                lines.append(decl.format(f"k{ident[o.name]}{_camel(f.name)}Default"))
+    lines += ["", "// Limits of the CUDA kernels; larger inputs run the reference (tokens: exclusive, others inclusive)."]
+    lines += [f"constexpr int64_t k{_camel(name)} = {value};" for name, value in KERNEL_LIMITS.items()]
     lines += ["", "constexpr OpSpec kOps[] = {"]
     lines += [f"    {{k{ident[o.name]}Name, k{ident[o.name]}Fields, kNum{ident[o.name]}Fields}}," for o in OPS]
     lines += ["};", f"constexpr int32_t kNumOps = {len(OPS)};", "", "}  // namespace contract", "}  // namespace fna", ""]

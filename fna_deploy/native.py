@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .contract import LANDMARK_METHODS
+from .contract import LANDMARK_METHODS, MAX_KERNEL_HEAD_DIM, MAX_KERNEL_LANDMARKS, MAX_KERNEL_TOKENS
 
 ABI_VERSION = 1
 LIBRARY_NAME = "libfna.so"
@@ -35,10 +35,7 @@ TRT_RTX_PLUGIN_NAME = "libfna_trt_rtx_plugin.so"
 TRT_PLUGIN_NAME = "libfna_trt_plugin.so"
 BUILD_INFO = "fna_build_info.json"
 METHODS = {name: i for i, name in enumerate(LANDMARK_METHODS)}  # the C++ enum follows the contract's order
-# limits of the CUDA kernels (plugins/fna/fna_logic.h, landmarks.cu); larger inputs use the reference
-MAX_KERNEL_TOKENS = 1 << 20
-MAX_KERNEL_HEAD_DIM = 256
-MAX_KERNEL_LANDMARKS = 4096
+# the CUDA kernels' limits (MAX_KERNEL_*) are the contract's (fna_deploy/contract.py, fna_contract.h)
 
 
 class NativeLibraryError(FnaDeployError, RuntimeError):
