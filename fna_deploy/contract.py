@@ -164,6 +164,45 @@ KERNEL_LIMITS: dict[str, int] = {
 }
 
 
+def _default(op_name: str, field_name: str) -> Value:
+    return op(op_name).field(field_name).default
+
+
+@dataclass(frozen=True)
+class LandmarkAttrs:
+    """FnaLandmarks' fields as one value, in the contract's order (which is also the order of the
+    ``fna::landmarks`` custom op's attribute arguments, after ``features, scores``). The op's
+    implementations, the ONNX translation and the native library's C calls build or unpack
+    their arguments here instead of writing the five out again; tests hold the names, order and
+    defaults to the contract table."""
+
+    num_landmarks: int
+    num_prefix: int = _default(LANDMARKS, "num_prefix")
+    massive_ratio: float = _default(LANDMARKS, "massive_ratio")
+    artifact_ratio: float = _default(LANDMARKS, "artifact_ratio")
+    method: str = _default(LANDMARKS, "method")
+
+    @classmethod
+    def of(cls, *args: "LandmarkAttrs | Value") -> "LandmarkAttrs":
+        """One LandmarkAttrs, or the op's attribute arguments in schema order, as a LandmarkAttrs."""
+        if len(args) == 1 and isinstance(args[0], LandmarkAttrs):
+            return args[0]
+        return cls(*args)
+
+    def op_args(self) -> tuple:
+        """The custom op's attribute arguments, in schema order (ratios as float, as the schema types them)."""
+        return (self.num_landmarks, self.num_prefix, float(self.massive_ratio), float(self.artifact_ratio), self.method)
+
+    def attributes(self) -> dict[str, Value]:
+        """The ONNX node's attributes (field name -> value; the identity attributes are the caller's)."""
+        return dict(zip((f.name for f in op(LANDMARKS).fields), self.op_args()))
+
+    @property
+    def method_code(self) -> int:
+        """The method as the C++ enum / C API code (its index in the contract's choices)."""
+        return LANDMARK_METHODS.index(self.method)
+
+
 HEADER_PATH = "plugins/fna/fna_contract.h"
 
 

@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .contract import LANDMARK_METHODS, MAX_KERNEL_HEAD_DIM, MAX_KERNEL_LANDMARKS, MAX_KERNEL_TOKENS
+from .contract import LANDMARK_METHODS, MAX_KERNEL_HEAD_DIM, LandmarkAttrs, MAX_KERNEL_LANDMARKS, MAX_KERNEL_TOKENS
 
 ABI_VERSION = 1
 LIBRARY_NAME = "libfna.so"
@@ -154,6 +154,18 @@ def _float_attr(name: str, value: Any) -> float:
     return float(value)
 
 
+def _landmark_numbers(a: LandmarkAttrs) -> tuple[int, int, float, float]:
+    """A LandmarkAttrs' numeric fields as the C API takes them (num_landmarks, num_prefix,
+    massive_ratio, artifact_ratio), with the C types checked (ValueError naming the field)."""
+    return (_int32_attr("num_landmarks", a.num_landmarks), _int32_attr("num_prefix", a.num_prefix),
+            _float_attr("massive_ratio", a.massive_ratio), _float_attr("artifact_ratio", a.artifact_ratio))
+
+
+def _landmark_c_args(a: LandmarkAttrs) -> tuple[int, int, float, float, int]:
+    """The numbers above and the method as its C enum code (the method already checked)."""
+    return (*_landmark_numbers(a), a.method_code)
+
+
 class NativeLibrary:
     """ctypes front door of libfna.so. CPU methods take and return torch tensors."""
 
@@ -183,12 +195,10 @@ class NativeLibrary:
             raise error(self._error())
 
     # ---- attribute checks (the same code the TensorRT creators run)
-    def check_landmark_attrs(self, num_landmarks: int = 64, num_prefix: int = 0, massive_ratio: float = 0.0,
-                             artifact_ratio: float = 0.0, method: str = "fps") -> None:
-        self._check(self._lib.fna_check_landmark_attrs(
-            _int32_attr("num_landmarks", num_landmarks), _int32_attr("num_prefix", num_prefix),
-            _float_attr("massive_ratio", massive_ratio), _float_attr("artifact_ratio", artifact_ratio),
-            str(method).encode()))
+    def check_landmark_attrs(self, *attrs: Any, **fields: Any) -> None:
+        """The C++ check of one LandmarkAttrs (or its fields, num_landmarks required, as the contract says)."""
+        a = LandmarkAttrs.of(*attrs) if attrs else LandmarkAttrs(**fields)
+        self._check(self._lib.fna_check_landmark_attrs(*_landmark_numbers(a), str(a.method).encode()))
 
     def contract(self) -> dict[str, Any]:
         """The plugin contract compiled into the library (fna_contract.h), with the fields the
@@ -216,8 +226,9 @@ class NativeLibrary:
 
         if not isinstance(features, torch.Tensor) or features.dim() != 3:
             raise ValueError("select_landmarks: features must be a tensor of shape [B, N, D]")
+        a = LandmarkAttrs(num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)
         if method not in METHODS:
-            raise ValueError(f"select_landmarks: method must be one of fps, grid, got {method!r}")
+            raise ValueError(f"select_landmarks: method must be one of {', '.join(METHODS)}, got {method!r}")
         f = features.detach().to("cpu", torch.float32).contiguous()
         b, n, d = f.shape
         s = None
@@ -225,12 +236,9 @@ class NativeLibrary:
             if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (b, n):
                 raise ValueError(f"select_landmarks: scores must have shape [B, N] = [{b}, {n}]")
             s = scores.detach().to("cpu", torch.float32).contiguous()
-        m = _int32_attr("num_landmarks", num_landmarks)
-        out = torch.empty((b, max(m, 0)), dtype=torch.int32)
-        rc = self._lib.fna_landmarks_cpu(
-            f.data_ptr(), s.data_ptr() if s is not None else None, b, n, d, m,
-            _int32_attr("num_prefix", num_prefix), _float_attr("massive_ratio", massive_ratio),
-            _float_attr("artifact_ratio", artifact_ratio), METHODS[method], out.data_ptr())
+        c_args = _landmark_c_args(a)
+        out = torch.empty((b, max(c_args[0], 0)), dtype=torch.int32)
+        rc = self._lib.fna_landmarks_cpu(f.data_ptr(), s.data_ptr() if s is not None else None, b, n, d, *c_args, out.data_ptr())
         self._check(rc)
         return out
 
@@ -261,24 +269,25 @@ class NativeLibrary:
         return out
 
     # ---- CUDA kernels (device tensors); used as the CUDA implementation of the custom ops
-    def landmarks_cuda(self, features, scores, num_landmarks: int, num_prefix: int, massive_ratio: float,
-                       artifact_ratio: float, method: str):
+    def landmarks_cuda(self, features, scores, *attrs):
+        """fna::landmarks on CUDA tensors; ``attrs``: one LandmarkAttrs or the op's attribute arguments."""
         import torch
 
+        a = LandmarkAttrs.of(*attrs)
         b, n, d = features.shape
         if n >= MAX_KERNEL_TOKENS:  # beyond the kernels' packed 21-bit token counters: the reference
             from .ops.landmarks import landmarks_reference
 
-            return landmarks_reference(features, scores, num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)
+            return landmarks_reference(features, scores, a)
         dev = features.device
         f = features if features.dtype in (torch.float32, torch.float16) else features.float()
         f = f.contiguous()
         s = None
-        if scores is not None and (massive_ratio > 0 or artifact_ratio > 0):
+        if scores is not None and (a.massive_ratio > 0 or a.artifact_ratio > 0):
             s = scores if scores.dtype in (torch.float32, torch.float16) else scores.float()
             s = s.contiguous()
         b, n, d = f.shape
-        out = torch.empty((b, num_landmarks), dtype=torch.int32, device=dev)
+        out = torch.empty((b, a.num_landmarks), dtype=torch.int32, device=dev)
         ws_bytes = self.landmarks_workspace_size(b, n)
         ws = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
         with torch.cuda.device(dev):
@@ -286,8 +295,7 @@ class NativeLibrary:
             rc = self._lib.fna_landmarks_cuda(
                 f.data_ptr(), 1 if f.dtype == torch.float16 else 0,
                 s.data_ptr() if s is not None else None, 1 if s is not None and s.dtype == torch.float16 else 0,
-                b, n, d, num_landmarks, num_prefix, massive_ratio, artifact_ratio, METHODS[method],
-                out.data_ptr(), ws.data_ptr(), ws_bytes, stream)
+                b, n, d, *_landmark_c_args(a), out.data_ptr(), ws.data_ptr(), ws_bytes, stream)
         self._check(rc, RuntimeError)
         return out
 

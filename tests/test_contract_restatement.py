@@ -138,3 +138,26 @@ def test_consumers_read_the_contract():
     assert config.METHODS == landmarks.METHODS == methods and list(native.METHODS) == list(methods)
     assert [a.name if hasattr(a, "name") else a for a in landmarks_function().attribute] == contract.attribute_names(contract.LANDMARKS)
     assert list(nystrom_function().attribute) == contract.attribute_names(contract.NYSTROM)
+
+
+def test_landmark_attrs_is_the_contract_and_the_op_schema():
+    """contract.LandmarkAttrs carries FnaLandmarks' fields in the contract's order with its
+    defaults, and that order is the fna::landmarks custom op's (what op_args() relies on)."""
+    import dataclasses
+
+    import torch
+
+    from fna_deploy import ops  # noqa: F401  (defines the custom op)
+
+    fields = contract.op(contract.LANDMARKS).fields
+    dc = dataclasses.fields(contract.LandmarkAttrs)
+    assert [f.name for f in dc] == [f.name for f in fields]
+    for d, f in zip(dc, fields):
+        assert (d.default is dataclasses.MISSING) == f.required and (f.required or d.default == f.default), f.name
+    schema = torch.ops.fna.landmarks.default._schema
+    assert [a.name for a in schema.arguments] == ["features", "scores"] + [f.name for f in fields]
+    a = contract.LandmarkAttrs(16, 1, 2, 0.5, "grid")
+    assert a.op_args() == (16, 1, 2.0, 0.5, "grid") and isinstance(a.op_args()[2], float)
+    assert contract.LandmarkAttrs.of(*a.op_args()) == a and contract.LandmarkAttrs.of(a) is a
+    assert a.attributes() == {"num_landmarks": 16, "num_prefix": 1, "massive_ratio": 2.0, "artifact_ratio": 0.5, "method": "grid"}
+    assert a.method_code == contract.LANDMARK_METHODS.index("grid") == 1
