@@ -4,7 +4,8 @@
 returns a :class:`NativeLibrary` with the C++ reference of both ops on CPU tensors. When the
 library was built with CUDA and torch sees a GPU, ``load()`` also registers the CUDA kernels as
 the CUDA implementation of the ``fna::landmarks`` / ``fna::nystrom_attention`` custom ops, so a
-patched model runs the fast kernels in eager mode.
+patched model runs the fast kernels in eager mode (that torch side lives beside the ops, in
+``fna_deploy/ops/native_kernels.py``). The CMake build is ``native_build.py``.
 
 Where the build lives (first match wins):
 
@@ -27,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .contract import LANDMARK_METHODS, MAX_KERNEL_HEAD_DIM, LandmarkAttrs, MAX_KERNEL_LANDMARKS, MAX_KERNEL_TOKENS
+from .contract import LANDMARK_METHODS, LandmarkAttrs
 
 ABI_VERSION = 1
 LIBRARY_NAME = "libfna.so"
@@ -35,7 +36,6 @@ TRT_RTX_PLUGIN_NAME = "libfna_trt_rtx_plugin.so"
 TRT_PLUGIN_NAME = "libfna_trt_plugin.so"
 BUILD_INFO = "fna_build_info.json"
 METHODS = {name: i for i, name in enumerate(LANDMARK_METHODS)}  # the C++ enum follows the contract's order
-# the CUDA kernels' limits (MAX_KERNEL_*) are the contract's (fna_deploy/contract.py, fna_contract.h)
 
 
 class NativeLibraryError(FnaDeployError, RuntimeError):
@@ -161,7 +161,7 @@ def _landmark_numbers(a: LandmarkAttrs) -> tuple[int, int, float, float]:
             _float_attr("massive_ratio", a.massive_ratio), _float_attr("artifact_ratio", a.artifact_ratio))
 
 
-def _landmark_c_args(a: LandmarkAttrs) -> tuple[int, int, float, float, int]:
+def landmark_c_args(a: LandmarkAttrs) -> tuple[int, int, float, float, int]:
     """The numbers above and the method as its C enum code (the method already checked)."""
     return (*_landmark_numbers(a), a.method_code)
 
@@ -236,7 +236,7 @@ class NativeLibrary:
             if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (b, n):
                 raise ValueError(f"select_landmarks: scores must have shape [B, N] = [{b}, {n}]")
             s = scores.detach().to("cpu", torch.float32).contiguous()
-        c_args = _landmark_c_args(a)
+        c_args = landmark_c_args(a)
         out = torch.empty((b, max(c_args[0], 0)), dtype=torch.int32)
         rc = self._lib.fna_landmarks_cpu(f.data_ptr(), s.data_ptr() if s is not None else None, b, n, d, *c_args, out.data_ptr())
         self._check(rc)
@@ -268,75 +268,27 @@ class NativeLibrary:
         self._check(rc)
         return out
 
-    # ---- CUDA kernels (device tensors); used as the CUDA implementation of the custom ops
+    # ---- CUDA kernels on device tensors: the torch side (the CUDA implementation of the custom
+    # ops and its registration) lives beside the ops, in fna_deploy/ops/native_kernels.py
+    def call(self, name: str, *args: Any, error: type = RuntimeError) -> None:
+        """Call C API function ``name`` (bound in _bind) and raise ``error`` with its message when it fails."""
+        self._check(getattr(self._lib, name)(*args), error)
+
     def landmarks_cuda(self, features, scores, *attrs):
-        """fna::landmarks on CUDA tensors; ``attrs``: one LandmarkAttrs or the op's attribute arguments."""
-        import torch
+        from .ops.native_kernels import landmarks_cuda
 
-        a = LandmarkAttrs.of(*attrs)
-        b, n, d = features.shape
-        if n >= MAX_KERNEL_TOKENS:  # beyond the kernels' packed 21-bit token counters: the reference
-            from .ops.landmarks import landmarks_reference
-
-            return landmarks_reference(features, scores, a)
-        dev = features.device
-        f = features if features.dtype in (torch.float32, torch.float16) else features.float()
-        f = f.contiguous()
-        s = None
-        if scores is not None and (a.massive_ratio > 0 or a.artifact_ratio > 0):
-            s = scores if scores.dtype in (torch.float32, torch.float16) else scores.float()
-            s = s.contiguous()
-        b, n, d = f.shape
-        out = torch.empty((b, a.num_landmarks), dtype=torch.int32, device=dev)
-        ws_bytes = self.landmarks_workspace_size(b, n)
-        ws = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
-        with torch.cuda.device(dev):
-            stream = torch.cuda.current_stream(dev).cuda_stream
-            rc = self._lib.fna_landmarks_cuda(
-                f.data_ptr(), 1 if f.dtype == torch.float16 else 0,
-                s.data_ptr() if s is not None else None, 1 if s is not None and s.dtype == torch.float16 else 0,
-                b, n, d, *_landmark_c_args(a), out.data_ptr(), ws.data_ptr(), ws_bytes, stream)
-        self._check(rc, RuntimeError)
-        return out
+        return landmarks_cuda(self, features, scores, *attrs)
 
     def nystrom_cuda(self, q, k, v, idx, scale: float, pinv_iters: int):
-        import torch
+        from .ops.native_kernels import nystrom_cuda
 
-        if q.shape[-1] > MAX_KERNEL_HEAD_DIM or v.shape[-1] > MAX_KERNEL_HEAD_DIM or idx.shape[1] > MAX_KERNEL_LANDMARKS:
-            from .ops.nystrom import nystrom_reference
-
-            return nystrom_reference(q, k, v, idx, scale, pinv_iters)
-        dtype = q.dtype
-        codes = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # the C API's dtype codes
-        work = dtype if dtype in codes else torch.float32
-        qc, kc, vc = (t.to(work).contiguous() for t in (q, k, v))
-        ic = idx.to(torch.int32).contiguous()
-        b, h, n, d = qc.shape
-        dv = vc.shape[-1]
-        m = ic.shape[1]
-        out = torch.empty((b, h, n, dv), dtype=work, device=q.device)
-        ws_bytes = self.nystrom_workspace_size(b, h, n, d, dv, m)
-        ws = torch.empty(ws_bytes, dtype=torch.uint8, device=q.device)
-        with torch.cuda.device(q.device):
-            stream = torch.cuda.current_stream(q.device).cuda_stream
-            rc = self._lib.fna_nystrom_cuda(
-                qc.data_ptr(), kc.data_ptr(), vc.data_ptr(), codes[work], ic.data_ptr(),
-                b, h, n, d, dv, m, float(scale), int(pinv_iters), out.data_ptr(), ws.data_ptr(), ws_bytes, stream)
-        self._check(rc, RuntimeError)
-        return out.to(dtype)
+        return nystrom_cuda(self, q, k, v, idx, scale, pinv_iters)
 
     def register_cuda_kernels(self) -> bool:
         """Make these kernels the CUDA implementation of fna::landmarks / fna::nystrom_attention."""
-        import torch
+        from .ops.native_kernels import register_cuda_kernels
 
-        if not self.built_with_cuda or not torch.cuda.is_available():
-            return False
-        from . import ops  # noqa: F401  (defines the custom ops)
-
-        torch.library.register_kernel("fna::landmarks", "cuda", self.landmarks_cuda)
-        torch.library.register_kernel("fna::nystrom_attention", "cuda", self.nystrom_cuda)
-        self.cuda_registered = True
-        return True
+        return register_cuda_kernels(self)
 
 
 _LOADED: dict[Path, NativeLibrary] = {}

@@ -112,10 +112,11 @@ def test_the_limit_scan_catches_a_restatement():
     assert not cpp_limit_restatements("constexpr int kNystromFusedMaxLandmarks = 256;\nif (N >= contract::kMaxKernelTokens) {}\n")
 
 
-def test_the_limits_reach_native_and_the_header():
-    from fna_deploy import native
+def test_the_limits_reach_the_kernels_and_the_header():
+    from fna_deploy.ops import native_kernels
 
-    assert (native.MAX_KERNEL_TOKENS, native.MAX_KERNEL_HEAD_DIM, native.MAX_KERNEL_LANDMARKS) == tuple(contract.KERNEL_LIMITS.values())
+    assert (native_kernels.MAX_KERNEL_TOKENS, native_kernels.MAX_KERNEL_HEAD_DIM,
+            native_kernels.MAX_KERNEL_LANDMARKS) == tuple(contract.KERNEL_LIMITS.values())
     header = (PLUGIN_SOURCES / "fna_contract.h").read_text()
     for name, value in contract.KERNEL_LIMITS.items():  # read as C++ text, not through the renderer
         camel = "".join(p.capitalize() for p in name.lower().split("_"))
