@@ -151,6 +151,58 @@ LANDMARK_METHODS: tuple[str, ...] = op(LANDMARKS).field("method").choices
 DEFAULT_METHOD: str = str(op(LANDMARKS).field("method").default)
 
 
+# Limits of the CUDA kernels (plugins/fna/landmarks.cu, nystrom.cu); larger inputs run the reference
+# (fna_deploy/ops' CUDA registration) and the TensorRT plugins reject them at build time (fna_logic.cpp).
+# Generated into fna_contract.h as kMaxKernelTokens etc.; no other module writes these numbers.
+MAX_KERNEL_TOKENS = 1 << 20  # exclusive: the landmark kernels pack per-token counters into 21 bits
+MAX_KERNEL_HEAD_DIM = 256  # inclusive, q/k and v head dims
+MAX_KERNEL_LANDMARKS = 4096  # inclusive, m of the Nystrom kernels
+KERNEL_LIMITS: dict[str, int] = {
+    "MAX_KERNEL_TOKENS": MAX_KERNEL_TOKENS,
+    "MAX_KERNEL_HEAD_DIM": MAX_KERNEL_HEAD_DIM,
+    "MAX_KERNEL_LANDMARKS": MAX_KERNEL_LANDMARKS,
+}
+
+
+def _default(op_name: str, field_name: str) -> Value:
+    return op(op_name).field(field_name).default
+
+
+@dataclass(frozen=True)
+class LandmarkAttrs:
+    """FnaLandmarks' fields as one value, in the contract's order (which is also the order of the
+    ``fna::landmarks`` custom op's attribute arguments, after ``features, scores``). The op's
+    implementations, the ONNX translation and the native library's C calls build or unpack
+    their arguments here instead of writing the five out again; tests hold the names, order and
+    defaults to the contract table."""
+
+    num_landmarks: int
+    num_prefix: int = _default(LANDMARKS, "num_prefix")
+    massive_ratio: float = _default(LANDMARKS, "massive_ratio")
+    artifact_ratio: float = _default(LANDMARKS, "artifact_ratio")
+    method: str = _default(LANDMARKS, "method")
+
+    @classmethod
+    def of(cls, *args: "LandmarkAttrs | Value") -> "LandmarkAttrs":
+        """One LandmarkAttrs, or the op's attribute arguments in schema order, as a LandmarkAttrs."""
+        if len(args) == 1 and isinstance(args[0], LandmarkAttrs):
+            return args[0]
+        return cls(*args)
+
+    def op_args(self) -> tuple:
+        """The custom op's attribute arguments, in schema order (ratios as float, as the schema types them)."""
+        return (self.num_landmarks, self.num_prefix, float(self.massive_ratio), float(self.artifact_ratio), self.method)
+
+    def attributes(self) -> dict[str, Value]:
+        """The ONNX node's attributes (field name -> value; the identity attributes are the caller's)."""
+        return dict(zip((f.name for f in op(LANDMARKS).fields), self.op_args()))
+
+    @property
+    def method_code(self) -> int:
+        """The method as the C++ enum / C API code (its index in the contract's choices)."""
+        return LANDMARK_METHODS.index(self.method)
+
+
 HEADER_PATH = "plugins/fna/fna_contract.h"
 
 
@@ -162,6 +214,23 @@ def _cpp_number(x: Optional[float], none: str) -> str:
 
 def _cpp_string(s: str) -> str:
     return '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _camel(name: str) -> str:
+    return "".join(part.capitalize() for part in name.lower().split("_"))
+
+
+def _cpp_default(f: Field) -> Optional[str]:
+    """The typed C++ constant of a field's default, or None for a required field."""
+    if f.required:
+        return None
+    if f.type == "int32":
+        return f"constexpr int32_t {{}} = {int(f.default)};"
+    if f.type == "float32":
+        return f"constexpr float {{}} = {float(f.default)!r}f;"
+    if f.choices:  # a choice field becomes an enum (only method today)
+        return f"constexpr {_camel(f.name)} {{}} = {_camel(f.name)}::k{_camel(str(f.default))};"
+    return f"constexpr char const* {{}} = {_cpp_string(str(f.default))};"
 
 
 def render_cpp_header() -> str:
@@ -218,6 +287,26 @@ def render_cpp_header() -> str:
                 f"{_cpp_number(f.maximum, 'kUnbounded')}, {_cpp_string('|'.join(f.choices))}}},"
             )
         lines += ["};", f"constexpr int32_t kNum{ident[o.name]}Fields = {len(o.fields)};"]
+    lines += ["", "// Choice fields as enums, in the order of their choices (the C API's codes)."]
+    for o in OPS:
+        for f in o.fields:
+            if f.choices:
+                enum = _camel(f.name)
+                items = ", ".join(f"k{_camel(c)} = {i}" for i, c in enumerate(f.choices))
+                names = ", ".join(_cpp_string(c) for c in f.choices)
+                lines += [
+                    f"enum class {enum} : int32_t {{ {items} }};",
+                    f"constexpr char const* k{enum}Names[] = {{{names}}};",
+                    f"constexpr int32_t kNum{enum}s = {len(f.choices)};",
+                ]
+    lines += ["", "// Typed defaults of the optional fields (required fields have none)."]
+    for o in OPS:
+        for f in o.fields:
+            decl = _cpp_default(f)
+            if decl is not None:
+                lines.append(decl.format(f"k{ident[o.name]}{_camel(f.name)}Default"))
+    lines += ["", "// Limits of the CUDA kernels; larger inputs run the reference (tokens: exclusive, others inclusive)."]
+    lines += [f"constexpr int64_t k{_camel(name)} = {value};" for name, value in KERNEL_LIMITS.items()]
     lines += ["", "constexpr OpSpec kOps[] = {"]
     lines += [f"    {{k{ident[o.name]}Name, k{ident[o.name]}Fields, kNum{ident[o.name]}Fields}}," for o in OPS]
     lines += ["};", f"constexpr int32_t kNumOps = {len(OPS)};", "", "}  // namespace contract", "}  // namespace fna", ""]

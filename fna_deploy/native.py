@@ -4,7 +4,8 @@
 returns a :class:`NativeLibrary` with the C++ reference of both ops on CPU tensors. When the
 library was built with CUDA and torch sees a GPU, ``load()`` also registers the CUDA kernels as
 the CUDA implementation of the ``fna::landmarks`` / ``fna::nystrom_attention`` custom ops, so a
-patched model runs the fast kernels in eager mode.
+patched model runs the fast kernels in eager mode (that torch side lives beside the ops, in
+``fna_deploy/ops/native_kernels.py``). The CMake build is ``native_build.py``.
 
 Where the build lives (first match wins):
 
@@ -27,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from .contract import LANDMARK_METHODS
+from .contract import LANDMARK_METHODS, LandmarkAttrs
 
 ABI_VERSION = 1
 LIBRARY_NAME = "libfna.so"
@@ -35,10 +36,6 @@ TRT_RTX_PLUGIN_NAME = "libfna_trt_rtx_plugin.so"
 TRT_PLUGIN_NAME = "libfna_trt_plugin.so"
 BUILD_INFO = "fna_build_info.json"
 METHODS = {name: i for i, name in enumerate(LANDMARK_METHODS)}  # the C++ enum follows the contract's order
-# limits of the CUDA kernels (plugins/fna/fna_logic.h, landmarks.cu); larger inputs use the reference
-MAX_KERNEL_TOKENS = 1 << 20
-MAX_KERNEL_HEAD_DIM = 256
-MAX_KERNEL_LANDMARKS = 4096
 
 
 class NativeLibraryError(FnaDeployError, RuntimeError):
@@ -157,6 +154,18 @@ def _float_attr(name: str, value: Any) -> float:
     return float(value)
 
 
+def _landmark_numbers(a: LandmarkAttrs) -> tuple[int, int, float, float]:
+    """A LandmarkAttrs' numeric fields as the C API takes them (num_landmarks, num_prefix,
+    massive_ratio, artifact_ratio), with the C types checked (ValueError naming the field)."""
+    return (_int32_attr("num_landmarks", a.num_landmarks), _int32_attr("num_prefix", a.num_prefix),
+            _float_attr("massive_ratio", a.massive_ratio), _float_attr("artifact_ratio", a.artifact_ratio))
+
+
+def landmark_c_args(a: LandmarkAttrs) -> tuple[int, int, float, float, int]:
+    """The numbers above and the method as its C enum code (the method already checked)."""
+    return (*_landmark_numbers(a), a.method_code)
+
+
 class NativeLibrary:
     """ctypes front door of libfna.so. CPU methods take and return torch tensors."""
 
@@ -186,12 +195,10 @@ class NativeLibrary:
             raise error(self._error())
 
     # ---- attribute checks (the same code the TensorRT creators run)
-    def check_landmark_attrs(self, num_landmarks: int = 64, num_prefix: int = 0, massive_ratio: float = 0.0,
-                             artifact_ratio: float = 0.0, method: str = "fps") -> None:
-        self._check(self._lib.fna_check_landmark_attrs(
-            _int32_attr("num_landmarks", num_landmarks), _int32_attr("num_prefix", num_prefix),
-            _float_attr("massive_ratio", massive_ratio), _float_attr("artifact_ratio", artifact_ratio),
-            str(method).encode()))
+    def check_landmark_attrs(self, *attrs: Any, **fields: Any) -> None:
+        """The C++ check of one LandmarkAttrs (or its fields, num_landmarks required, as the contract says)."""
+        a = LandmarkAttrs.of(*attrs) if attrs else LandmarkAttrs(**fields)
+        self._check(self._lib.fna_check_landmark_attrs(*_landmark_numbers(a), str(a.method).encode()))
 
     def contract(self) -> dict[str, Any]:
         """The plugin contract compiled into the library (fna_contract.h), with the fields the
@@ -219,8 +226,9 @@ class NativeLibrary:
 
         if not isinstance(features, torch.Tensor) or features.dim() != 3:
             raise ValueError("select_landmarks: features must be a tensor of shape [B, N, D]")
+        a = LandmarkAttrs(num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)
         if method not in METHODS:
-            raise ValueError(f"select_landmarks: method must be one of fps, grid, got {method!r}")
+            raise ValueError(f"select_landmarks: method must be one of {', '.join(METHODS)}, got {method!r}")
         f = features.detach().to("cpu", torch.float32).contiguous()
         b, n, d = f.shape
         s = None
@@ -228,12 +236,9 @@ class NativeLibrary:
             if not isinstance(scores, torch.Tensor) or tuple(scores.shape) != (b, n):
                 raise ValueError(f"select_landmarks: scores must have shape [B, N] = [{b}, {n}]")
             s = scores.detach().to("cpu", torch.float32).contiguous()
-        m = _int32_attr("num_landmarks", num_landmarks)
-        out = torch.empty((b, max(m, 0)), dtype=torch.int32)
-        rc = self._lib.fna_landmarks_cpu(
-            f.data_ptr(), s.data_ptr() if s is not None else None, b, n, d, m,
-            _int32_attr("num_prefix", num_prefix), _float_attr("massive_ratio", massive_ratio),
-            _float_attr("artifact_ratio", artifact_ratio), METHODS[method], out.data_ptr())
+        c_args = landmark_c_args(a)
+        out = torch.empty((b, max(c_args[0], 0)), dtype=torch.int32)
+        rc = self._lib.fna_landmarks_cpu(f.data_ptr(), s.data_ptr() if s is not None else None, b, n, d, *c_args, out.data_ptr())
         self._check(rc)
         return out
 
@@ -263,75 +268,27 @@ class NativeLibrary:
         self._check(rc)
         return out
 
-    # ---- CUDA kernels (device tensors); used as the CUDA implementation of the custom ops
-    def landmarks_cuda(self, features, scores, num_landmarks: int, num_prefix: int, massive_ratio: float,
-                       artifact_ratio: float, method: str):
-        import torch
+    # ---- CUDA kernels on device tensors: the torch side (the CUDA implementation of the custom
+    # ops and its registration) lives beside the ops, in fna_deploy/ops/native_kernels.py
+    def call(self, name: str, *args: Any, error: type = RuntimeError) -> None:
+        """Call C API function ``name`` (bound in _bind) and raise ``error`` with its message when it fails."""
+        self._check(getattr(self._lib, name)(*args), error)
 
-        b, n, d = features.shape
-        if n >= MAX_KERNEL_TOKENS:  # beyond the kernels' packed 21-bit token counters: the reference
-            from .ops.landmarks import landmarks_reference
+    def landmarks_cuda(self, features, scores, *attrs):
+        from .ops.native_kernels import landmarks_cuda
 
-            return landmarks_reference(features, scores, num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)
-        dev = features.device
-        f = features if features.dtype in (torch.float32, torch.float16) else features.float()
-        f = f.contiguous()
-        s = None
-        if scores is not None and (massive_ratio > 0 or artifact_ratio > 0):
-            s = scores if scores.dtype in (torch.float32, torch.float16) else scores.float()
-            s = s.contiguous()
-        b, n, d = f.shape
-        out = torch.empty((b, num_landmarks), dtype=torch.int32, device=dev)
-        ws_bytes = self.landmarks_workspace_size(b, n)
-        ws = torch.empty(ws_bytes, dtype=torch.uint8, device=dev)
-        with torch.cuda.device(dev):
-            stream = torch.cuda.current_stream(dev).cuda_stream
-            rc = self._lib.fna_landmarks_cuda(
-                f.data_ptr(), 1 if f.dtype == torch.float16 else 0,
-                s.data_ptr() if s is not None else None, 1 if s is not None and s.dtype == torch.float16 else 0,
-                b, n, d, num_landmarks, num_prefix, massive_ratio, artifact_ratio, METHODS[method],
-                out.data_ptr(), ws.data_ptr(), ws_bytes, stream)
-        self._check(rc, RuntimeError)
-        return out
+        return landmarks_cuda(self, features, scores, *attrs)
 
     def nystrom_cuda(self, q, k, v, idx, scale: float, pinv_iters: int):
-        import torch
+        from .ops.native_kernels import nystrom_cuda
 
-        if q.shape[-1] > MAX_KERNEL_HEAD_DIM or v.shape[-1] > MAX_KERNEL_HEAD_DIM or idx.shape[1] > MAX_KERNEL_LANDMARKS:
-            from .ops.nystrom import nystrom_reference
-
-            return nystrom_reference(q, k, v, idx, scale, pinv_iters)
-        dtype = q.dtype
-        codes = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2}  # the C API's dtype codes
-        work = dtype if dtype in codes else torch.float32
-        qc, kc, vc = (t.to(work).contiguous() for t in (q, k, v))
-        ic = idx.to(torch.int32).contiguous()
-        b, h, n, d = qc.shape
-        dv = vc.shape[-1]
-        m = ic.shape[1]
-        out = torch.empty((b, h, n, dv), dtype=work, device=q.device)
-        ws_bytes = self.nystrom_workspace_size(b, h, n, d, dv, m)
-        ws = torch.empty(ws_bytes, dtype=torch.uint8, device=q.device)
-        with torch.cuda.device(q.device):
-            stream = torch.cuda.current_stream(q.device).cuda_stream
-            rc = self._lib.fna_nystrom_cuda(
-                qc.data_ptr(), kc.data_ptr(), vc.data_ptr(), codes[work], ic.data_ptr(),
-                b, h, n, d, dv, m, float(scale), int(pinv_iters), out.data_ptr(), ws.data_ptr(), ws_bytes, stream)
-        self._check(rc, RuntimeError)
-        return out.to(dtype)
+        return nystrom_cuda(self, q, k, v, idx, scale, pinv_iters)
 
     def register_cuda_kernels(self) -> bool:
         """Make these kernels the CUDA implementation of fna::landmarks / fna::nystrom_attention."""
-        import torch
+        from .ops.native_kernels import register_cuda_kernels
 
-        if not self.built_with_cuda or not torch.cuda.is_available():
-            return False
-        from . import ops  # noqa: F401  (defines the custom ops)
-
-        torch.library.register_kernel("fna::landmarks", "cuda", self.landmarks_cuda)
-        torch.library.register_kernel("fna::nystrom_attention", "cuda", self.nystrom_cuda)
-        self.cuda_registered = True
-        return True
+        return register_cuda_kernels(self)
 
 
 _LOADED: dict[Path, NativeLibrary] = {}

@@ -102,6 +102,15 @@ def _encoded_request(client: Any, config: dict, image: Optional[str], batch: int
     return served, is_image_model(config), list(pixels.shape), encoded_payload(files), pixels, files
 
 
+def _reference_outputs(model: Any, arrays: list) -> list:
+    """The --compare model's first output on each input array, through the PyTorch runner of
+    fna_deploy.runtimes (the one place a module is run for a comparison: verify uses it too)."""
+    from ..runtimes.pytorch import TorchRunner
+
+    runner = TorchRunner(model, "pytorch", list(arrays[0].shape))
+    return [runner.infer({runner.input_name: a})[0] for a in arrays]
+
+
 def _served_fna_config(config: dict) -> Optional[str]:
     params = config.get("parameters", {}) or {}
     value = params.get("fna_config", {})
@@ -261,11 +270,7 @@ def infer(ctx: click.Context, url: str, model_name: str, image: Optional[str], r
         from ..export.check import compare
         from ..loading import RANDOM_FAIL_HINT, weights_label
 
-        with torch.inference_mode():
-            reference = reference_model(pixels)
-        if isinstance(reference, (tuple, list)):
-            reference = reference[0]
-        reference = reference.detach().float().numpy()
+        reference = _reference_outputs(reference_model, [pixels.numpy()])[0]
         params = served.get("parameters", {}) or {}
         fp16 = answer.dtype == np.float16 or params.get("fna_fp16", {}).get("string_value") == "true"
         if reference.shape != answer.shape:
@@ -339,8 +344,6 @@ def _load_mode(url: str, model_name: str, input_name: str, pixels: Any, referenc
     --compare model's output, or the server's answer to that input asked alone before the load.
     For an images-in ensemble (``encoded_files``) the distinct inputs are the files and flipped or
     rotated copies of them (lossless PNG), and the references come from the recipe's pixels."""
-    import torch
-
     from ..export.check import compare
     from ..triton import TritonHttpClient
     from ..triton.load import distinct_inputs, run_load
@@ -355,9 +358,7 @@ def _load_mode(url: str, model_name: str, input_name: str, pixels: Any, referenc
         arrays = distinct_inputs(pixels.numpy(), LOAD_INPUTS)
         requests = [{input_name: a} for a in arrays]
     if reference_model is not None:
-        with torch.inference_mode():
-            outs = [reference_model(torch.from_numpy(a)) for a in arrays]
-        references = [(o[0] if isinstance(o, (tuple, list)) else o).detach().float().numpy() for o in outs]
+        references = _reference_outputs(reference_model, arrays)
     else:
         with TritonHttpClient(url) as client:
             references = [client.infer(model_name, request).outputs[output] for request in requests]

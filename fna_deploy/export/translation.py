@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..contract import LandmarkAttrs
 from .schemas import DOMAIN, PLUGIN_NAMESPACE, PLUGIN_VERSION, VERSION, register_schemas
 
 
@@ -15,18 +16,12 @@ def translation_table() -> dict:
 
     fna = onnxscript.values.Opset(DOMAIN, VERSION)
 
+    # onnxscript reads the typed signature to tell attributes from inputs, so it is the op's schema
+    # written out; the node's attributes come from the one LandmarkAttrs value
     def landmarks(features, scores, num_landmarks: int, num_prefix: int, massive_ratio: float, artifact_ratio: float, method: str):
         inputs = [features] if scores is None else [features, scores]
-        return fna.FnaLandmarks(
-            *inputs,
-            num_landmarks=num_landmarks,
-            num_prefix=num_prefix,
-            method=method,
-            massive_ratio=float(massive_ratio),
-            artifact_ratio=float(artifact_ratio),
-            plugin_namespace=PLUGIN_NAMESPACE,
-            plugin_version=PLUGIN_VERSION,
-        )
+        attrs = LandmarkAttrs(num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)
+        return fna.FnaLandmarks(*inputs, **attrs.attributes(), plugin_namespace=PLUGIN_NAMESPACE, plugin_version=PLUGIN_VERSION)
 
     def nystrom(q, k, v, idx, scale: float, pinv_iters: int):
         return fna.NystromAttention(

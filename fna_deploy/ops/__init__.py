@@ -13,6 +13,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from ..contract import LandmarkAttrs
 from .landmarks import landmarks_reference, lower_median, token_masks, validate_landmark_args
 from .nystrom import dense_attention, gather_tokens, newton_schulz_pinv, nystrom_reference, validate_nystrom_args
 
@@ -27,15 +28,16 @@ def landmarks_op(
     artifact_ratio: float,
     method: str,
 ) -> Tensor:
+    # the schema above is torch's (it needs the arguments typed one by one); from here on they
+    # travel as one LandmarkAttrs (fna_deploy.contract), in the same order as the contract's fields
+    attrs = LandmarkAttrs(num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)
     # contiguous, as the fake kernel promises (torch.compile checks strides against it)
-    return landmarks_reference(
-        features, scores, num_landmarks, num_prefix, massive_ratio, artifact_ratio, method
-    ).contiguous()
+    return landmarks_reference(features, scores, attrs).contiguous()
 
 
 @landmarks_op.register_fake
-def _landmarks_fake(features, scores, num_landmarks, num_prefix, massive_ratio, artifact_ratio, method):
-    return features.new_empty((features.shape[0], num_landmarks), dtype=torch.int32)
+def _landmarks_fake(features, scores, *attrs):
+    return features.new_empty((features.shape[0], LandmarkAttrs.of(*attrs).num_landmarks), dtype=torch.int32)
 
 
 @torch.library.custom_op("fna::nystrom_attention", mutates_args=())
@@ -66,10 +68,9 @@ def select_landmarks(
     index order; then farthest-point sampling (or an even grid) over the eligible tokens, which
     excludes "artifact" tokens when ``artifact_ratio`` > 0; excluded tokens fill in last.
     """
-    validate_landmark_args(features, num_landmarks, num_prefix, scores, massive_ratio, artifact_ratio, method)
-    return torch.ops.fna.landmarks(
-        features, scores, num_landmarks, num_prefix, float(massive_ratio), float(artifact_ratio), method
-    )
+    attrs = LandmarkAttrs(num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)
+    validate_landmark_args(features, scores, attrs)
+    return torch.ops.fna.landmarks(features, scores, *attrs.op_args())
 
 
 def nystrom_attention(
@@ -81,6 +82,7 @@ def nystrom_attention(
 
 
 __all__ = [
+    "LandmarkAttrs",
     "select_landmarks",
     "nystrom_attention",
     "dense_attention",

@@ -23,7 +23,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from ..contract import LANDMARK_METHODS
+from ..contract import LANDMARK_METHODS, LandmarkAttrs
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 METHODS = LANDMARK_METHODS
@@ -67,16 +67,13 @@ def token_masks(
     return guaranteed, artifact, eligible
 
 
-def landmarks_reference(
-    features: Tensor,
-    scores: Optional[Tensor],
-    num_landmarks: int,
-    num_prefix: int,
-    massive_ratio: float,
-    artifact_ratio: float,
-    method: str,
-) -> Tensor:
-    """The reference implementation behind ``fna::landmarks`` (inputs already validated)."""
+def landmarks_reference(features: Tensor, scores: Optional[Tensor], *attrs: "LandmarkAttrs | int | float | str") -> Tensor:
+    """The reference implementation behind ``fna::landmarks`` (inputs already validated).
+
+    ``attrs``: one :class:`~fna_deploy.contract.LandmarkAttrs`, or the op's attribute arguments
+    in schema order (num_landmarks, num_prefix, massive_ratio, artifact_ratio, method)."""
+    a = LandmarkAttrs.of(*attrs)
+    num_landmarks, num_prefix, massive_ratio, artifact_ratio, method = a.op_args()
     batch, num_tokens, dim = features.shape
     m = num_landmarks
     device = features.device
@@ -120,15 +117,9 @@ def landmarks_reference(
     return order.to(torch.int32)
 
 
-def validate_landmark_args(
-    features: Tensor,
-    num_landmarks: int,
-    num_prefix: int,
-    scores: Optional[Tensor],
-    massive_ratio: float,
-    artifact_ratio: float,
-    method: str,
-) -> None:
+def validate_landmark_args(features: Tensor, scores: Optional[Tensor], attrs: LandmarkAttrs) -> None:
+    num_landmarks, num_prefix, method = attrs.num_landmarks, attrs.num_prefix, attrs.method
+    massive_ratio, artifact_ratio = attrs.massive_ratio, attrs.artifact_ratio
     if not isinstance(features, Tensor):
         raise ValueError(f"select_landmarks: features must be a tensor, got {type(features).__name__}")
     if features.dim() != 3:

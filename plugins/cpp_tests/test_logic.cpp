@@ -75,6 +75,14 @@ static void test_nystrom_attrs() {
     e = parse_nystrom_attrs({{"scale", AttrValue::Float(-1.0)}}, &a);
     CHECK_MSG(contains(e, "scale"), e);
     CHECK(a.scale == 0.125f);
+    // the bounds are the generated contract's (fna_contract.h), not literals in validate()
+    e = parse_nystrom_attrs({{"pinv_iters", AttrValue::Int(101)}}, &a);
+    CHECK_MSG(contains(e, "pinv_iters must be <= 100, got 101"), e);
+    CHECK(contract::kNystromFields[1].maximum == 100.0);
+    CHECK(NystromAttrs{}.pinv_iters == contract::kNystromPinvItersDefault);
+    // num_landmarks is required: a default-built LandmarkAttrs is not valid until it is set
+    CHECK_MSG(contains(validate(LandmarkAttrs{}), "num_landmarks must be >= 1"), validate(LandmarkAttrs{}));
+    CHECK(std::string(method_name(Method::kGrid)) == contract::kMethodNames[1]);
 }
 
 static void test_shapes() {

@@ -52,6 +52,24 @@ constexpr FieldSpec kNystromFields[] = {
 };
 constexpr int32_t kNumNystromFields = 2;
 
+// Choice fields as enums, in the order of their choices (the C API's codes).
+enum class Method : int32_t { kFps = 0, kGrid = 1 };
+constexpr char const* kMethodNames[] = {"fps", "grid"};
+constexpr int32_t kNumMethods = 2;
+
+// Typed defaults of the optional fields (required fields have none).
+constexpr int32_t kLandmarksNumPrefixDefault = 0;
+constexpr float kLandmarksMassiveRatioDefault = 0.0f;
+constexpr float kLandmarksArtifactRatioDefault = 0.0f;
+constexpr Method kLandmarksMethodDefault = Method::kFps;
+constexpr float kNystromScaleDefault = 0.0f;
+constexpr int32_t kNystromPinvItersDefault = 6;
+
+// Limits of the CUDA kernels; larger inputs run the reference (tokens: exclusive, others inclusive).
+constexpr int64_t kMaxKernelTokens = 1048576;
+constexpr int64_t kMaxKernelHeadDim = 256;
+constexpr int64_t kMaxKernelLandmarks = 4096;
+
 constexpr OpSpec kOps[] = {
     {kLandmarksName, kLandmarksFields, kNumLandmarksFields},
     {kNystromName, kNystromFields, kNumNystromFields},

@@ -58,30 +58,54 @@ std::string check_required(const AttrMap& attrs, const contract::FieldSpec (&fie
     return "";
 }
 
+std::string number_str(double x) {
+    std::ostringstream s;
+    s << x;
+    return s.str();
+}
+
+// One number against its field's bounds in the contract (fna_contract.h): the same sentences as
+// contract.Field.problem on the Python side. "" when the value is in bounds.
+template <size_t N>
+std::string check_bounds(const contract::FieldSpec (&fields)[N], const char* name, double value) {
+    for (const auto& f : fields) {
+        if (std::strcmp(f.name, name) != 0) continue;
+        if (!std::isfinite(value)) return std::string(name) + " must be a finite number, got " + number_str(value);
+        if (!std::isnan(f.minimum) && value < f.minimum)
+            return std::string(name) + " must be >= " + number_str(f.minimum) + ", got " + number_str(value);
+        if (!std::isnan(f.maximum) && value > f.maximum)
+            return std::string(name) + " must be <= " + number_str(f.maximum) + ", got " + number_str(value);
+        return "";
+    }
+    return std::string(name) + " is not a field of the contract";  // a programming error, caught by the C++ tests
+}
+
 }  // namespace
 
-const char* method_name(Method m) { return m == Method::kGrid ? "grid" : "fps"; }
+const char* method_name(Method m) {
+    const int32_t i = static_cast<int32_t>(m);
+    return i >= 0 && i < contract::kNumMethods ? contract::kMethodNames[i] : "?";
+}
 
 std::string validate(const LandmarkAttrs& a) {
-    std::ostringstream e;
-    if (a.num_landmarks < 1) e << "num_landmarks must be >= 1, got " << a.num_landmarks;
-    else if (a.num_prefix < 0) e << "num_prefix must be >= 0, got " << a.num_prefix;
-    else if (a.num_prefix > a.num_landmarks)
-        e << "num_prefix=" << a.num_prefix << " prefix tokens do not fit in num_landmarks=" << a.num_landmarks;
-    else if (!std::isfinite(a.massive_ratio) || a.massive_ratio < 0)
-        e << "massive_ratio must be a finite number >= 0, got " << a.massive_ratio;
-    else if (!std::isfinite(a.artifact_ratio) || a.artifact_ratio < 0)
-        e << "artifact_ratio must be a finite number >= 0, got " << a.artifact_ratio;
-    else if (a.method != Method::kFps && a.method != Method::kGrid)
-        e << "method must be fps or grid";
-    return e.str();
+    const auto& f = contract::kLandmarksFields;
+    std::string e = check_bounds(f, "num_landmarks", a.num_landmarks);
+    if (e.empty()) e = check_bounds(f, "num_prefix", a.num_prefix);
+    if (e.empty() && a.num_prefix > a.num_landmarks)  // the cross-field rule (contract.py's rules)
+        e = "num_prefix=" + std::to_string(a.num_prefix) + " prefix tokens do not fit in num_landmarks=" +
+            std::to_string(a.num_landmarks);
+    if (e.empty()) e = check_bounds(f, "massive_ratio", a.massive_ratio);
+    if (e.empty()) e = check_bounds(f, "artifact_ratio", a.artifact_ratio);
+    if (e.empty() && (static_cast<int32_t>(a.method) < 0 || static_cast<int32_t>(a.method) >= contract::kNumMethods))
+        e = "method must be one of the contract's " + std::to_string(contract::kNumMethods) + " methods";
+    return e;
 }
 
 std::string validate(const NystromAttrs& a) {
-    std::ostringstream e;
-    if (!std::isfinite(a.scale) || a.scale < 0) e << "scale must be a finite number >= 0 (0 = head_dim^-0.5), got " << a.scale;
-    else if (a.pinv_iters < 0 || a.pinv_iters > 100) e << "pinv_iters must be in 0..100, got " << a.pinv_iters;
-    return e.str();
+    const auto& f = contract::kNystromFields;
+    std::string e = check_bounds(f, "scale", a.scale);
+    if (e.empty()) e = check_bounds(f, "pinv_iters", a.pinv_iters);
+    return e;
 }
 
 std::string parse_landmark_attrs(const AttrMap& attrs, LandmarkAttrs* out) {
@@ -97,10 +121,17 @@ std::string parse_landmark_attrs(const AttrMap& attrs, LandmarkAttrs* out) {
         else if (name == "massive_ratio") err = get_float(v, "massive_ratio", &a.massive_ratio);
         else if (name == "artifact_ratio") err = get_float(v, "artifact_ratio", &a.artifact_ratio);
         else if (name == "method") {
-            if (v.kind == AttrValue::kString && v.s == "fps") a.method = Method::kFps;
-            else if (v.kind == AttrValue::kString && v.s == "grid") a.method = Method::kGrid;
-            else if (v.kind == AttrValue::kInt && (v.i == 0 || v.i == 1)) a.method = static_cast<Method>(v.i);
-            else err = "method must be \"fps\" or \"grid\", got \"" + (v.kind == AttrValue::kString ? v.s : std::string("?")) + "\"";
+            bool found = false;
+            for (int32_t i = 0; i < contract::kNumMethods && !found; ++i)
+                if ((v.kind == AttrValue::kString && v.s == contract::kMethodNames[i]) || (v.kind == AttrValue::kInt && v.i == i)) {
+                    a.method = static_cast<Method>(i);
+                    found = true;
+                }
+            if (!found) {
+                err = "method must be one of";
+                for (int32_t i = 0; i < contract::kNumMethods; ++i) err += std::string(i ? ", " : " ") + "\"" + contract::kMethodNames[i] + "\"";
+                err += ", got \"" + (v.kind == AttrValue::kString ? v.s : std::string("?")) + "\"";
+            }
         }
     }
     if (err.empty()) err = validate(a);
@@ -159,10 +190,10 @@ std::string check_nystrom_shapes(const std::vector<int64_t>& q, const std::vecto
     if (known(idx[1]) && idx[1] < 1) return "NystromAttention: idx holds no landmarks (m = 0)";
     if (known(idx[1]) && known(q[2]) && idx[1] > q[2])
         return "NystromAttention: " + std::to_string(idx[1]) + " landmarks is more than the " + std::to_string(q[2]) + " tokens";
-    if (known(idx[1]) && idx[1] > kMaxLandmarks)
-        return "NystromAttention: at most " + std::to_string(kMaxLandmarks) + " landmarks, got " + std::to_string(idx[1]);
-    if ((known(q[3]) && q[3] > kMaxHeadDim) || (known(v[3]) && v[3] > kMaxHeadDim))
-        return "NystromAttention: head dims up to " + std::to_string(kMaxHeadDim) + " are supported, got " + dims_str(q);
+    if (known(idx[1]) && idx[1] > contract::kMaxKernelLandmarks)
+        return "NystromAttention: at most " + std::to_string(contract::kMaxKernelLandmarks) + " landmarks, got " + std::to_string(idx[1]);
+    if ((known(q[3]) && q[3] > contract::kMaxKernelHeadDim) || (known(v[3]) && v[3] > contract::kMaxKernelHeadDim))
+        return "NystromAttention: head dims up to " + std::to_string(contract::kMaxKernelHeadDim) + " are supported, got " + dims_str(q);
     return "";
 }
 

@@ -9,23 +9,28 @@
 #include <string>
 #include <vector>
 
+#include "fna_contract.h"
+
 namespace fna {
 
-enum class Method : int32_t { kFps = 0, kGrid = 1 };
+// The landmark methods, in the contract's order (generated in fna_contract.h).
+using Method = contract::Method;
 
-// Attributes of FnaLandmarks; field names equal the ONNX attribute names.
+// Attributes of FnaLandmarks; field names equal the ONNX attribute names, defaults are the
+// contract's (fna_contract.h). num_landmarks is required: it has no default, and the 0 it starts
+// with fails validate() until the caller sets it.
 struct LandmarkAttrs {
-    int32_t num_landmarks = 64;
-    int32_t num_prefix = 0;
-    float massive_ratio = 0.0f;
-    float artifact_ratio = 0.0f;
-    Method method = Method::kFps;
+    int32_t num_landmarks = 0;
+    int32_t num_prefix = contract::kLandmarksNumPrefixDefault;
+    float massive_ratio = contract::kLandmarksMassiveRatioDefault;
+    float artifact_ratio = contract::kLandmarksArtifactRatioDefault;
+    Method method = contract::kLandmarksMethodDefault;
 };
 
 // Attributes of NystromAttention. scale <= 0 means head_dim^-0.5 (as the ONNX attribute).
 struct NystromAttrs {
-    float scale = 0.0f;
-    int32_t pinv_iters = 6;
+    float scale = contract::kNystromScaleDefault;
+    int32_t pinv_iters = contract::kNystromPinvItersDefault;
 };
 
 // A loosely typed attribute value, as the ONNX parser hands them over (INT as int32, FLOAT as
@@ -57,9 +62,7 @@ std::string check_landmark_shapes(const LandmarkAttrs& a, const std::vector<int6
 std::string check_nystrom_shapes(const std::vector<int64_t>& q, const std::vector<int64_t>& k,
                                  const std::vector<int64_t>& v, const std::vector<int64_t>& idx);
 
-// Maximum head dim and landmark count the CUDA kernels take.
-constexpr int kMaxHeadDim = 256;
-constexpr int kMaxLandmarks = 4096;
+// The kernels' limits (max head dim, landmarks, tokens) are contract::kMaxKernel* (fna_contract.h).
 
 // How the FPS landmark kernel (landmarks.cu) splits one image: pure policy, unit tested here and
 // used by the CUDA launcher, so the split is the same on every machine that reports the same

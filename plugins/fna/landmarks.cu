@@ -606,7 +606,7 @@ const char* error_string(int code) {
 
 int launch_landmarks(const void* features, DType ft, const void* scores, DType st, int64_t B, int64_t N, int64_t D,
                      const LandmarkAttrs& a, int32_t* out, void* workspace, size_t workspace_bytes, void* stream) {
-    if (!validate(a).empty() || N < 1 || N >= (1 << 20) || D < 1 || a.num_landmarks > N || B < 0) return kErrBadArgs;
+    if (!validate(a).empty() || N < 1 || N >= contract::kMaxKernelTokens || D < 1 || a.num_landmarks > N || B < 0) return kErrBadArgs;
     if (B == 0) return 0;
     if (workspace_bytes < landmarks_workspace_size(B, N)) return kErrWorkspace;
     float* min_dist = static_cast<float*>(align256(workspace));

@@ -23,7 +23,7 @@ from fna_deploy import native
 )
 def test_landmark_attrs_rejected(lib, kwargs, message):
     with pytest.raises(ValueError, match=message) as info:
-        lib.check_landmark_attrs(**kwargs)
+        lib.check_landmark_attrs(**{"num_landmarks": 64, **kwargs})  # num_landmarks is required
     assert "\n" not in str(info.value)
 
 
