@@ -44,22 +44,32 @@ def _input_shape(config: dict, batch: int, resolution: Optional[int], batch_flag
     return spec["name"], dims
 
 
+def _image_path(image: str) -> Path:
+    """--image as a path that is an image file or a folder, else the sentence that says what it is."""
+    path = Path(image)
+    if path.is_dir() or path.is_file():
+        return path
+    if path.exists():
+        raise ValueError(f"--image {image!r} is not a regular file or folder (a device or pipe); give an image file or a folder of images")
+    raise FileNotFoundError(2, "no such image file or folder", str(path))
+
+
 def _images(image: Optional[str], shape: list[int], model: Any, seed: int, recipe: Optional[dict] = None):
     from ..images import load_images, random_images
 
     size = (shape[2], shape[3])
     if image is None:
         return random_images(shape[0], model, img_size=size, seed=seed)
+    path = _image_path(image)  # checked before either way of reading it
     if recipe is not None and recipe["size"] == [shape[2], shape[3]]:  # the preprocessing the export recorded (fna_preprocess)
         import torch
 
         from ..triton.ensemble import preprocess_files, read_image_files
 
-        return torch.from_numpy(preprocess_files(read_image_files(image, shape[0]), recipe))
-    path = Path(image)
+        return torch.from_numpy(preprocess_files(read_image_files(path, shape[0]), recipe))
     if path.is_dir():
         pixels = load_images(path, model, img_size=size, limit=shape[0])
-    elif path.is_file():
+    else:  # a regular file
         with tempfile.TemporaryDirectory() as tmp:  # load_images reads folders
             os.symlink(path.resolve(), Path(tmp) / path.name)
             try:
@@ -69,10 +79,6 @@ def _images(image: Optional[str], shape: list[int], model: Any, seed: int, recip
                 if detail.startswith("no images ("):  # the one file was skipped: not an image suffix
                     detail = "not an image file " + detail[len("no images "):].split(")")[0] + ")"
                 raise ValueError(f"--image {image!r}: {detail.replace(tmp, str(path.parent))}") from None
-    elif path.exists():
-        raise ValueError(f"--image {image!r} is not a regular file or folder (a device or pipe); give an image file or a folder of images")
-    else:
-        raise FileNotFoundError(2, "no such image file or folder", str(path))
     if pixels.shape[1] != shape[1]:
         raise CliError(f"the images have {pixels.shape[1]} channels, the model takes {shape[1]}")
     return pixels
@@ -95,7 +101,7 @@ def _encoded_request(client: Any, config: dict, image: Optional[str], batch: int
                        "rewrite the repository with fna-deploy triton --image-ensemble")
     if resolution is not None and recipe["size"] != [resolution, resolution]:
         raise CliError(f"--resolution {resolution} does not match the served preprocessing's {recipe['size']}; drop --resolution")
-    files = read_image_files(image, batch)
+    files = read_image_files(_image_path(image), batch)
     if int(config.get("max_batch_size", 0)) and len(files) > int(config["max_batch_size"]):
         raise CliError(f"{len(files)} images exceed the model's max_batch_size {config['max_batch_size']}; lower --batch")
     pixels = torch.from_numpy(preprocess_files(files, recipe))

@@ -53,3 +53,27 @@ def test_infer_image_messages_name_the_users_file(tmp_path):
             _images(image, [1, 3, 32, 32], None, 0)
         assert str(info.value).startswith(message), str(info.value)
         assert "/tmp/tmp" not in str(info.value).replace(str(tmp_path), "")  # no temporary folder named
+
+
+def test_infer_image_path_is_checked_before_the_recorded_preprocessing_reads_it():
+    """Exports record a preprocessing recipe, and infer then reads --image by it: a device is still
+    named as one there, not reported missing."""
+    import json
+
+    import timm
+
+    from fna_deploy.commands.infer import _encoded_request, _images
+    from fna_deploy.images import data_config
+
+    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32).eval()
+    recipe = data_config(model, (32, 32), channels=3)  # what export records
+    with pytest.raises(ValueError, match=r"^--image '/dev/zero' is not a regular file or folder"):
+        _images("/dev/zero", [1, 3, 32, 32], None, 0, recipe)
+
+    class Client:  # an ensemble whose last step records the recipe (the server's answer to model_config)
+        def model_config(self, name):
+            return {"name": name, "parameters": {"fna_preprocess": {"string_value": json.dumps(recipe)}}}
+
+    ensemble = {"name": "m_images", "ensemble_scheduling": {"step": [{"model_name": "m_preprocess"}, {"model_name": "m"}]}}
+    with pytest.raises(ValueError, match=r"^--image '/dev/zero' is not a regular file or folder"):
+        _encoded_request(Client(), ensemble, "/dev/zero", 1, None)
